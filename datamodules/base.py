@@ -1,0 +1,236 @@
+"""``VoxelDataModule``: the one base class every point-cloud data set subclasses.
+
+A new data set overrides two methods (Pointcept style):
+
+- ``list_samples(split) -> list``: the items of ``"train"``, ``"val"`` or ``"test"`` (paths,
+  indices, anything picklable);
+- ``read_sample(item) -> dict``: ``points`` float [P, 3], ``label`` int (or [P] per point),
+  optionally ``colors`` / ``normals`` [P, 3];
+
+and sets ``class_names``. Everything else is here: subsampling to ``num_points``, unit-sphere
+normalisation, augmentation, voxelisation, features, collation, seeded few-shot / fraction
+subsets, seeded workers, and samplers that count every evaluation sample exactly once under DDP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler
+
+from .dataset import PointCloudDataset, collate_voxels, feature_channels, seed_worker
+from .subsets import few_shot_indices, fraction_indices
+from .transforms import Transform, build_transforms
+
+SPLITS = ("train", "val", "test")
+
+
+class VoxelDataModule(pl.LightningDataModule):
+    """Voxelised point-cloud batches for classification (and per-point labels).
+
+    Args:
+        voxel_size: voxel edge in the units of the (unit-sphere normalised) points; the paper's 0.05.
+        num_points: points kept per sample, drawn without replacement when a cloud has more
+            (fewer are kept as they are); None keeps all.
+        features: voxel features, '+'-joined parts: ``xyz`` (the paper's: coordinates of the
+            voxel's representative point), ``ones``, ``rgb``, ``normal``.
+        normalize: centre and scale every cloud into the unit sphere before augmentation.
+        augmentation: training transforms: ``"paper"``, ``"paper_rotate"``, ``"none"`` or a
+            callable ``(sample, rng) -> sample`` (e.g. a ``transforms.Compose``).
+        eval_augmentation: transforms at validation/test time (default none).
+        batch_size / eval_batch_size: samples per batch (eval defaults to batch_size).
+        num_workers: DataLoader worker processes (persistent when > 0).
+        few_shot: K training samples per class (seeded by ``few_shot_seed``, default ``seed``).
+        train_fraction: keep this fraction of the training set (seeded; per class when
+            ``stratified``, see ``subsets.fraction_indices``). Exclusive with ``few_shot``.
+        seed: seeds subsets, the training shuffle and augmentation (per worker).
+        drop_last: drop the last incomplete training batch; a last batch of one sample is always
+            dropped because BatchNorm cannot train on it.
+        class_names: override the data set's class table.
+    """
+
+    #: class table of the data set; subclasses set it (or pass ``class_names``).
+    class_names: Sequence[str] | None = None
+    #: up axis of the data set, used by the ``paper_rotate`` preset.
+    up_axis: str = "y"
+
+    def __init__(
+        self,
+        voxel_size: float = 0.05,
+        num_points: int | None = 2048,
+        features: str = "xyz",
+        normalize: bool = True,
+        augmentation: str | Callable | None = "paper",
+        eval_augmentation: str | Callable | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        few_shot: int | None = None,
+        few_shot_seed: int | None = None,
+        train_fraction: float | None = None,
+        stratified: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        pin_memory: bool | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if voxel_size <= 0:
+            raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
+        if few_shot is not None and train_fraction is not None:
+            raise ValueError("few_shot and train_fraction are exclusive: choose one")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.in_channels = feature_channels(features)  # validates features too
+        self.voxel_size, self.num_points, self.features, self.normalize = voxel_size, num_points, features, normalize
+        self.train_transform: Transform = build_transforms(augmentation, self.up_axis)
+        self.eval_transform: Transform = build_transforms(eval_augmentation, self.up_axis)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.drop_last = num_workers, drop_last
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.few_shot, self.few_shot_seed = few_shot, seed if few_shot_seed is None else few_shot_seed
+        self.train_fraction, self.stratified, self.seed = train_fraction, stratified, seed
+        if class_names is not None:
+            self.class_names = list(class_names)
+        self._items: dict[str, list] = {}
+        self._datasets: dict[tuple[str, bool], PointCloudDataset] = {}
+
+    # ------------------------------------------------------------------ what a data set overrides
+    def list_samples(self, split: str) -> list:
+        """The items of ``split`` ("train", "val" or "test")."""
+        raise NotImplementedError(f"{type(self).__name__} must implement list_samples(split)")
+
+    def read_sample(self, item: Any) -> dict:
+        """One sample: dict(points [P, 3], label, optional colors/normals)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement read_sample(item)")
+
+    def sample_label(self, item: Any) -> int:
+        """The class of an item, for few-shot/fraction subsets; override when reading is slow."""
+        return int(np.asarray(self.read_sample(item)["label"]).reshape(-1)[0])
+
+    def describe_sample(self, item: Any) -> str:
+        """How errors name an item (e.g. its file); override for something better than repr."""
+        return f"{type(self).__name__} sample {item!r}"
+
+    # ------------------------------------------------------------------ derived attributes
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, from the class table (known right after construction)."""
+        if self.class_names is None:
+            raise ValueError(f"{type(self).__name__} has no class_names: set the class attribute or pass class_names")
+        return len(self.class_names)
+
+    # ------------------------------------------------------------------ items and subsets
+    def items(self, split: str) -> list:
+        """Items of a split, cached; the training split after few-shot / fraction subsetting."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in self._items:
+            items = list(self.list_samples(split))
+            if not items:
+                raise ValueError(f"{type(self).__name__}: split '{split}' is empty")
+            if split == "train" and (self.few_shot is not None or self.train_fraction is not None):
+                labels = np.array([self.sample_label(it) for it in items])
+                if self.few_shot is not None:
+                    keep = few_shot_indices(labels, self.few_shot, self.few_shot_seed)
+                else:
+                    keep = fraction_indices(labels, self.train_fraction, self.seed, self.stratified)
+                items = [items[i] for i in keep]
+            self._items[split] = items
+        return self._items[split]
+
+    def dataset(self, split: str, train: bool | None = None) -> PointCloudDataset:
+        """The voxelising dataset of a split; ``train`` (default: split == "train") picks the
+        training transforms and per-worker randomness, else the deterministic eval path."""
+        train = split == "train" if train is None else train
+        key = (split, train)
+        if key not in self._datasets:
+            self._datasets[key] = PointCloudDataset(
+                self.items(split),
+                read=self.read_sample,
+                describe=self.describe_sample,
+                transform=self.train_transform if train else self.eval_transform,
+                voxel_size=self.voxel_size,
+                num_points=self.num_points,
+                features=self.features,
+                normalize=self.normalize,
+                num_classes=self.num_classes,
+                deterministic=not train,
+                seed=self.seed,
+            )
+        return self._datasets[key]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs (each rank; data must already be on disk)."""
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage or "", SPLITS):
+            self.dataset(split)
+
+    # ------------------------------------------------------------------ loaders
+    def _distributed(self) -> dict | None:
+        """{num_replicas, rank} when running distributed, else None."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            return trainer.distributed_sampler_kwargs
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            return {"num_replicas": torch.distributed.get_world_size(), "rank": torch.distributed.get_rank()}
+        return None
+
+    def eval_sampler(self, dataset: PointCloudDataset) -> Sampler | None:
+        """Under DDP an unpadded sampler: every sample exactly once across ranks (in order);
+        it subclasses DistributedSampler, so Lightning keeps it instead of injecting a padding one."""
+        dist = self._distributed()
+        return None if dist is None else UnrepeatedDistributedSampler(dataset, shuffle=False, **dist)
+
+    def _loader(self, dataset: PointCloudDataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_voxels,
+            worker_init_fn=seed_worker,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            **kwargs,
+        )
+
+    def _eval_loader(self, split: str, train: bool = False) -> DataLoader:
+        ds = self.dataset(split, train=train)
+        return self._loader(ds, self.eval_batch_size, shuffle=False, sampler=self.eval_sampler(ds))
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, seeded; under DDP Lightning injects its (padding, seeded) distributed sampler."""
+        ds = self.dataset("train")
+        dist = self._distributed()
+        rank, world = (dist["rank"], dist["num_replicas"]) if dist else (0, 1)
+        per_rank = -(-len(ds) // world)
+        drop_last = self.drop_last or (per_rank % self.batch_size == 1 and per_rank > 1)
+        gen = torch.Generator().manual_seed(self.seed * 1000 + rank)
+        return self._loader(ds, self.batch_size, shuffle=True, drop_last=drop_last, generator=gen)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """The training set (after subsetting) with the eval transforms, in order, unpadded under
+        DDP: the pass on which training-set neural-collapse statistics are computed."""
+        return self._eval_loader("train", train=False)
+
+    # ------------------------------------------------------------------ pickling for spawned workers
+    def __getstate__(self) -> dict:
+        """Drop the trainer so datasets holding bound methods pickle cheaply into spawned workers."""
+        state = self.__dict__.copy()
+        for key in ("trainer", "_trainer"):
+            if key in state:
+                state[key] = None
+        return state

@@ -1,0 +1,167 @@
+"""The generic voxelising dataset and the collate function every VoxelDataModule uses.
+
+``PointCloudDataset`` turns items (whatever ``list_samples`` returned) into voxelised samples:
+read -> check -> subsample -> normalise -> augment -> ``sparse_quantize`` -> features.
+``collate_voxels`` batches them into the dict of ``docs/conventions.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from i2p.io import check_points
+
+from .transforms import NormalizeUnitSphere, RandomSubsample, Transform, num_points
+
+FEATURE_CHANNELS = {"xyz": 3, "ones": 1, "rgb": 3, "normal": 3}
+
+
+def parse_features(spec: str) -> list[str]:
+    """``"xyz"``, ``"ones"``, ``"xyz+rgb"``, ``"xyz+normal"``, ... -> list of parts (validated)."""
+    parts = [p.strip() for p in spec.split("+") if p.strip()]
+    bad = [p for p in parts if p not in FEATURE_CHANNELS]
+    if not parts or bad:
+        raise ValueError(f"features {spec!r}: unknown part(s) {bad}; use '+'-joined parts of {sorted(FEATURE_CHANNELS)}")
+    return parts
+
+
+def feature_channels(spec: str) -> int:
+    """Number of voxel feature channels a features spec produces."""
+    return sum(FEATURE_CHANNELS[p] for p in parse_features(spec))
+
+
+class PointCloudDataset(Dataset):
+    """Items -> voxelised samples.
+
+    ``deterministic=True`` (evaluation) draws any randomness from a generator seeded by
+    ``(seed, index)``, so a sample looks the same whatever worker or rank loads it; otherwise
+    (training) one generator per worker, seeded by ``seed_worker``, advances sample by sample.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Any],
+        read: Callable[[Any], dict],
+        describe: Callable[[Any], str] = repr,
+        transform: Transform | None = None,
+        voxel_size: float = 0.05,
+        num_points: int | None = 2048,
+        features: str = "xyz",
+        normalize: bool = True,
+        num_classes: int | None = None,
+        deterministic: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.items = list(items)
+        self.read, self.describe, self.transform = read, describe, transform
+        self.voxel_size, self.features, self.num_classes = voxel_size, parse_features(features), num_classes
+        self.subsample = RandomSubsample(num_points) if num_points else None
+        self.normalize = NormalizeUnitSphere() if normalize else None
+        self.deterministic, self.seed = deterministic, seed
+        self.rng = np.random.default_rng([seed, 0x5EED])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _generator(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, index]) if self.deterministic else self.rng
+
+    def check(self, sample: dict, item: Any) -> dict:
+        """Validate a freshly read sample; errors name the item (file) and the field."""
+        where = self.describe(item)
+        if not isinstance(sample, dict) or "points" not in sample or "label" not in sample:
+            raise ValueError(f"{where}: read_sample must return a dict with 'points' and 'label'")
+        pts = check_points(sample["points"], where)
+        out = {**sample, "points": pts}
+        label = np.asarray(sample["label"])
+        if label.ndim > 0 and label.shape != (len(pts),):
+            if label.size == 1:
+                label = label.reshape(())
+            else:
+                raise ValueError(f"{where}: field 'label' has shape {label.shape}, expected a scalar or [{len(pts)}]")
+        if not np.issubdtype(label.dtype, np.integer):
+            raise ValueError(f"{where}: field 'label' has dtype {label.dtype}, expected integer class ids")
+        if self.num_classes is not None and label.size and (label.min() < 0 or label.max() >= self.num_classes):
+            raise ValueError(f"{where}: field 'label' holds {label.min()}..{label.max()}, expected in [0, {self.num_classes})")
+        out["label"] = label.astype(np.int64)
+        for key in ("colors", "normals"):
+            if key in sample and np.asarray(sample[key]).shape != pts.shape:
+                raise ValueError(f"{where}: field '{key}' has shape {np.asarray(sample[key]).shape}, expected {pts.shape}")
+        return out
+
+    def prepare(self, index: int) -> dict:
+        """Read, check, subsample, normalise and augment sample ``index`` (no voxelisation)."""
+        item = self.items[index]
+        sample = self.check(self.read(item), item)
+        rng = self._generator(index)
+        if self.subsample is not None:
+            sample = self.subsample(sample, rng)
+        if self.normalize is not None:
+            sample = self.normalize(sample, rng)
+        if self.transform is not None:
+            sample = self.transform(sample, rng)
+            if num_points(sample) == 0:
+                raise ValueError(f"{self.describe(item)}: transforms left no points")
+        return sample
+
+    def __getitem__(self, index: int) -> dict:
+        from i2p.sparse import sparse_quantize
+
+        sample = self.prepare(index)
+        pts = np.ascontiguousarray(sample["points"], dtype=np.float32)
+        coords, rep, inverse = sparse_quantize(torch.from_numpy(pts), self.voxel_size)
+        feats = []
+        for part in self.features:
+            if part == "xyz":
+                feats.append(pts)
+            elif part == "ones":
+                feats.append(np.ones((len(pts), 1), np.float32))
+            else:
+                key = {"rgb": "colors", "normal": "normals"}[part]
+                if key not in sample:
+                    raise ValueError(f"{self.describe(self.items[index])}: features '{part}' need field '{key}', which the sample lacks")
+                feats.append(np.asarray(sample[key], np.float32))
+        point_feats = torch.from_numpy(np.concatenate(feats, axis=1))
+        return {
+            "coords": coords,
+            "feats": point_feats[rep],
+            "label": torch.as_tensor(sample["label"], dtype=torch.long),
+            "index": index,
+            "inverse": inverse.long(),
+            "points": torch.from_numpy(pts),
+        }
+
+
+def collate_voxels(samples: list[dict]) -> dict:
+    """Voxelised samples -> the batch dict of docs/conventions.md (x, label, index, inverse, point_offsets, points)."""
+    from i2p.sparse import sparse_collate
+
+    x, voxel_offsets = sparse_collate([(s["coords"], s["feats"]) for s in samples])
+    inverse = torch.cat([s["inverse"] + voxel_offsets[b] for b, s in enumerate(samples)])
+    counts = torch.tensor([len(s["inverse"]) for s in samples], dtype=torch.long)
+    point_offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+    labels = [s["label"] for s in samples]
+    label = torch.stack(labels) if labels[0].dim() == 0 else torch.cat(labels)
+    return {
+        "x": x,
+        "label": label,
+        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
+        "inverse": inverse,
+        "point_offsets": point_offsets,
+        "points": torch.cat([s["points"] for s in samples]),
+    }
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a per-worker numpy generator from torch's per-worker seed.
+
+    torch derives that seed from the loader's ``generator`` anew every epoch, so a seeded
+    generator makes augmentation reproducible for a given ``num_workers``.
+    """
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, PointCloudDataset):
+        info.dataset.rng = np.random.default_rng([info.seed % 2**63, worker_id])

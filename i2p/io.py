@@ -1,0 +1,317 @@
+"""Reading and writing point clouds, meshes, HDF5 arrays and label files.
+
+open3d and h5py are heavy optional imports: they load on first use with a clear error. Every
+error names the file (and the field) so a broken download is found quickly. OFF meshes are
+parsed here, not by open3d, because ModelNet ships files whose first line is ``OFF490 518 0``
+(no newline after ``OFF``), which general readers reject.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+PathLike = str | os.PathLike
+
+
+def require_open3d() -> Any:
+    """Import open3d or explain how to get it."""
+    try:
+        import open3d
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "open3d is needed for point-cloud/mesh IO and surface sampling: pip install open3d "
+            "(on Linux it also needs the system library libusb-1.0-0)"
+        ) from e
+    return open3d
+
+
+def require_h5py() -> Any:
+    """Import h5py or explain how to get it."""
+    try:
+        import h5py
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("h5py is needed to read HDF5 data sets (ModelNet40 h5, ScanObjectNN): pip install h5py") from e
+    return h5py
+
+
+# ----------------------------------------------------------------------------- label files
+def read_label_file(path: PathLike) -> list[str]:
+    """One class name per line (e.g. ModelNet's ``shape_names.txt``); blank lines ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file not found: {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"label file {path} is empty: expected one class name per line")
+    if len(set(names)) != len(names):
+        raise ValueError(f"label file {path} repeats class names")
+    return names
+
+
+def write_label_file(path: PathLike, names: Sequence[str]) -> None:
+    """Write one class name per line."""
+    atomic_write_bytes(path, ("\n".join(names) + "\n").encode())
+
+
+# ----------------------------------------------------------------------------- atomic files
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save_npz(path: PathLike, **arrays: np.ndarray) -> None:
+    """``np.savez`` atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- validation
+def check_points(points: np.ndarray, where: str, field: str = "points") -> np.ndarray:
+    """Return ``points`` as float32 [P, 3] or raise ValueError naming ``where`` and ``field``."""
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"{where}: field '{field}' has shape {pts.shape}, expected [P, 3]")
+    if pts.shape[0] == 0:
+        raise ValueError(f"{where}: field '{field}' is an empty point cloud, expected at least one point")
+    if not np.issubdtype(pts.dtype, np.number):
+        raise ValueError(f"{where}: field '{field}' has dtype {pts.dtype}, expected floating point")
+    finite = np.isfinite(pts).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{where}: field '{field}' has NaN/Inf coordinates (first at point {bad}), expected finite values")
+    return pts.astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------- OFF meshes
+def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read an OFF mesh -> (vertices float32 [V, 3], triangles int64 [F, 3]).
+
+    Handles ModelNet's ``OFF<nv> <nf> <ne>`` first line, comments, and polygons with more than
+    three vertices (fan-triangulated).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"OFF file not found: {path}")
+    text = path.read_text(errors="replace")
+    lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines or not lines[0].startswith("OFF"):
+        raise ValueError(f"{path}: not an OFF file (first line should start with 'OFF')")
+    head = lines[0][3:].split()  # the quirk: counts glued to 'OFF' on the first line
+    rest = lines[1:]
+    if not head:
+        if not rest:
+            raise ValueError(f"{path}: OFF header has no vertex/face counts")
+        head, rest = rest[0].split(), rest[1:]
+    try:
+        nv, nf = int(head[0]), int(head[1])
+    except (ValueError, IndexError):
+        raise ValueError(f"{path}: bad OFF header {lines[0]!r}, expected 'OFF' then '<nv> <nf> <ne>'") from None
+    if nv <= 0:
+        raise ValueError(f"{path}: OFF mesh has {nv} vertices, expected at least one")
+    if len(rest) < nv + nf:
+        raise ValueError(f"{path}: truncated OFF file: header says {nv} vertices and {nf} faces, found {len(rest)} lines")
+    try:
+        verts = np.array([ln.split()[:3] for ln in rest[:nv]], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{path}: OFF vertex lines must hold three numbers") from None
+    if verts.shape != (nv, 3):
+        raise ValueError(f"{path}: OFF vertex block has shape {verts.shape}, expected [{nv}, 3]")
+    tris: list[list[int]] = []
+    for i, ln in enumerate(rest[nv : nv + nf]):
+        vals = ln.split()
+        try:
+            k = int(vals[0])
+            idx = [int(v) for v in vals[1 : 1 + k]]
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}: bad OFF face line {i}: {ln!r}") from None
+        if len(idx) != k or k < 3:
+            raise ValueError(f"{path}: OFF face {i} lists {len(idx)} of {k} vertices, expected at least 3")
+        tris.extend([idx[0], idx[j], idx[j + 1]] for j in range(1, k - 1))
+    faces = np.array(tris, dtype=np.int64).reshape(-1, 3)
+    if faces.size and (faces.min() < 0 or faces.max() >= nv):
+        raise ValueError(f"{path}: OFF face indices out of range [0, {nv})")
+    check_points(verts, str(path), "vertices")
+    return verts.astype(np.float32), faces
+
+
+def write_off(path: PathLike, vertices: np.ndarray, triangles: np.ndarray, glued_header: bool = False) -> None:
+    """Write an OFF mesh; ``glued_header`` reproduces ModelNet's ``OFF<nv> <nf> 0`` quirk (for tests)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(triangles, dtype=np.int64)
+    head = f"OFF{len(v)} {len(f)} 0\n" if glued_header else f"OFF\n{len(v)} {len(f)} 0\n"
+    body = "".join(f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in v)
+    body += "".join(f"{len(t)} " + " ".join(map(str, t)) + "\n" for t in f)
+    atomic_write_bytes(path, (head + body).encode())
+
+
+# ----------------------------------------------------------------------------- meshes, open3d
+def to_o3d_mesh(vertices: np.ndarray, triangles: np.ndarray) -> Any:
+    """numpy arrays -> ``open3d.geometry.TriangleMesh``."""
+    o3d = require_open3d()
+    return o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(np.asarray(vertices, dtype=np.float64)),
+        o3d.utility.Vector3iVector(np.asarray(triangles, dtype=np.int32)),
+    )
+
+
+def read_mesh(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a triangle mesh -> (vertices [V, 3], triangles [F, 3]); OFF here, others via open3d."""
+    path = Path(path)
+    if path.suffix.lower() == ".off":
+        return read_off(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mesh file not found: {path}")
+    mesh = require_open3d().io.read_triangle_mesh(str(path))
+    v, f = np.asarray(mesh.vertices, dtype=np.float32), np.asarray(mesh.triangles, dtype=np.int64)
+    if len(v) == 0:
+        raise ValueError(f"{path}: open3d read no vertices (unsupported or corrupt mesh)")
+    return v, f
+
+
+def write_mesh(path: PathLike, vertices: np.ndarray, triangles: np.ndarray) -> None:
+    """Write a triangle mesh; OFF here, other extensions (ply, obj, stl) via open3d."""
+    path = Path(path)
+    if path.suffix.lower() == ".off":
+        return write_off(path, vertices, triangles)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not require_open3d().io.write_triangle_mesh(str(path), to_o3d_mesh(vertices, triangles)):
+        raise OSError(f"open3d could not write mesh {path}")
+
+
+def sample_surface(vertices: np.ndarray, triangles: np.ndarray, n: int, seed: int, where: str = "mesh") -> np.ndarray:
+    """``n`` points uniformly on the mesh surface (open3d, seeded) -> float32 [n, 3]."""
+    o3d = require_open3d()
+    if len(triangles) == 0:
+        raise ValueError(f"{where}: mesh has no faces, cannot sample its surface")
+    mesh = to_o3d_mesh(vertices, triangles)
+    if mesh.get_surface_area() <= 0:
+        raise ValueError(f"{where}: mesh has zero surface area, cannot sample its surface")
+    o3d.utility.random.seed(int(seed) % (2**31))
+    return np.asarray(mesh.sample_points_uniformly(number_of_points=int(n)).points, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- point clouds
+def read_point_cloud(path: PathLike) -> dict[str, np.ndarray]:
+    """Read a point cloud -> dict(points [P, 3], optional colors, normals).
+
+    ``.npy`` ([P, 3+]), ``.npz`` (keys points/colors/normals), ``.txt``/``.xyz`` text
+    (x y z [r g b]) via numpy; ``.ply``/``.pcd`` via open3d.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"point cloud file not found: {path}")
+    ext = path.suffix.lower()
+    out: dict[str, np.ndarray] = {}
+    if ext == ".npz":
+        with np.load(path) as z:
+            if "points" not in z:
+                raise ValueError(f"{path}: field 'points' missing, expected an [P, 3] array")
+            out = {k: np.asarray(z[k]) for k in ("points", "colors", "normals") if k in z}
+    elif ext in (".npy", ".txt", ".xyz", ".csv"):
+        try:
+            arr = np.load(path) if ext == ".npy" else np.loadtxt(path, delimiter="," if ext == ".csv" else None, ndmin=2)
+        except ValueError as e:
+            raise ValueError(f"{path}: cannot parse point cloud ({e})") from None
+        if arr.ndim != 2 or arr.shape[1] < 3:
+            raise ValueError(f"{path}: array has shape {arr.shape}, expected [P, 3+] (x y z [r g b])")
+        out["points"] = arr[:, :3]
+        if arr.shape[1] >= 6:
+            out["colors"] = arr[:, 3:6]
+    else:
+        pcd = require_open3d().io.read_point_cloud(str(path))
+        out["points"] = np.asarray(pcd.points)
+        if pcd.has_colors():
+            out["colors"] = np.asarray(pcd.colors)
+        if pcd.has_normals():
+            out["normals"] = np.asarray(pcd.normals)
+    out["points"] = check_points(out["points"], str(path))
+    for k in ("colors", "normals"):
+        if k in out:
+            if out[k].shape != out["points"].shape:
+                raise ValueError(f"{path}: field '{k}' has shape {out[k].shape}, expected {out['points'].shape}")
+            out[k] = out[k].astype(np.float32)
+    return out
+
+
+def write_point_cloud(
+    path: PathLike, points: np.ndarray, colors: np.ndarray | None = None, normals: np.ndarray | None = None
+) -> None:
+    """Write a point cloud: ``.npz``/``.npy``/``.txt`` via numpy, ``.ply``/``.pcd`` via open3d."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pts = check_points(points, str(path))
+    ext = path.suffix.lower()
+    if ext == ".npz":
+        extra = {k: np.asarray(v, np.float32) for k, v in (("colors", colors), ("normals", normals)) if v is not None}
+        atomic_save_npz(path, points=pts, **extra)
+    elif ext == ".npy":
+        np.save(path, pts if colors is None else np.concatenate([pts, np.asarray(colors, np.float32)], 1))
+    elif ext in (".txt", ".xyz"):
+        np.savetxt(path, pts if colors is None else np.concatenate([pts, np.asarray(colors, np.float32)], 1), fmt="%.6f")
+    else:
+        o3d = require_open3d()
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(np.float64)))
+        if colors is not None:
+            pcd.colors = o3d.utility.Vector3dVector(np.asarray(colors, np.float64))
+        if normals is not None:
+            pcd.normals = o3d.utility.Vector3dVector(np.asarray(normals, np.float64))
+        if not o3d.io.write_point_cloud(str(path), pcd):
+            raise OSError(f"open3d could not write point cloud {path}")
+
+
+# ----------------------------------------------------------------------------- HDF5
+def read_h5(path: PathLike, fields: Iterable[str], optional: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Read whole datasets from an HDF5 file; missing, truncated or corrupt files raise naming the file."""
+    h5py = require_h5py()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"HDF5 file not found: {path}")
+    out: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for name in list(fields) + list(optional):
+                if name not in f:
+                    if name in optional:
+                        continue
+                    raise ValueError(f"{path}: field '{name}' missing (has {sorted(f.keys())}), expected fields {list(fields)}")
+                out[name] = np.asarray(f[name][()])
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read HDF5 file (truncated or corrupt?): {e}") from None
+    return out
+
+
+def write_h5(path: PathLike, **arrays: np.ndarray) -> None:
+    """Write arrays as HDF5 datasets (atomic: temporary file + rename)."""
+    h5py = require_h5py()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as f:
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v)
+    os.replace(tmp, path)
