@@ -1,0 +1,232 @@
+"""Neural-collapse metrics logged during fit: a thin Lightning layer over :mod:`i2p.collapse`.
+
+- ``val``: features of the validation pass itself (``pl_module.step_outputs``), so no extra
+  forward; the evaluation loaders do not pad, so each sample counts once across ranks.
+- ``train``: an extra pass over ``trainer.datamodule.train_eval_dataloader()`` (test-time
+  transforms) in eval mode at the end of the training epoch; collapse is a training-set property.
+Statistics are all-reduced and rank 0's values broadcast, so every rank logs the same floats
+with ``sync_dist=False`` (nothing to synchronise, no collective hidden inside ``self.log``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, IterableDataset
+
+from i2p.collapse import CollapseStats, reduce_and_compute
+
+#: keys logged as ``nc/<split>/<key>`` at every active epoch (NaN where undefined)
+METRICS = (
+    "nc1", "cdnv", "ncc_mismatch", "ncc_accuracy", "net_accuracy", "nc2_norm_cv", "nc2_cos_std",
+    "nc2_etf_dev", "nc3", "tr_sw", "tr_sb", "num_samples", "classes_present", "classes_absent",
+)  # fmt: skip
+_PLOTTED = ("nc1", "cdnv", "ncc_mismatch", "nc2_etf_dev", "nc3")
+
+
+class NeuralCollapse(Callback):
+    """Log ``nc/<split>/<metric>`` every ``every_n_epochs`` and plot their curves.
+
+    ``max_train_batches`` caps the training pass per rank (cheaper, but then statistics cover
+    a subset). ``keep_features=False`` saves memory (N x D floats per rank) but drops NCC.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        splits: Sequence[str] = ("train", "val"),
+        max_train_batches: int | None = None,
+        plot: bool = True,
+        keep_features: bool = True,
+        filename: str = "neural_collapse.png",
+    ) -> None:
+        unknown = set(splits) - {"train", "val"}
+        if unknown:
+            raise ValueError(f"unknown splits {sorted(unknown)}; use 'train' and/or 'val'")
+        self.every_n_epochs = max(1, int(every_n_epochs))
+        self.splits = tuple(splits)
+        self.max_train_batches = max_train_batches
+        self.plot = plot
+        self.keep_features = keep_features
+        self.filename = filename
+        self.history: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self.seconds: dict[int, float] = {}  # callback time per epoch (for overhead figures)
+        self._val: CollapseStats | None = None
+        self._run_dir: str | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _active(self, trainer: Trainer) -> bool:
+        return not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    @staticmethod
+    def _num_classes(trainer: Trainer, pl_module: LightningModule) -> int:
+        n = getattr(pl_module, "num_classes", None) or getattr(trainer.datamodule, "num_classes", None)
+        if n is None:
+            raise AttributeError("NeuralCollapse needs `num_classes` on the model or the datamodule")
+        return int(n)
+
+    @staticmethod
+    def _head_weight(pl_module: LightningModule, stats: CollapseStats) -> torch.Tensor | None:
+        w = getattr(pl_module, "head_weight", None)
+        if isinstance(w, torch.Tensor) and stats.dim is not None and tuple(w.shape) == (stats.num_classes, stats.dim):
+            return w.detach()
+        return None  # no linear head on the features: NC3 stays NaN
+
+    def _log(self, trainer: Trainer, pl_module: LightningModule, split: str, result: dict[str, float]) -> None:
+        for key in METRICS:
+            value = result.get(key, math.nan)
+            pl_module.log(f"nc/{split}/{key}", value, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=False)
+            self.history.setdefault(split, {}).setdefault(key, []).append((trainer.current_epoch, value))
+
+    def _add_time(self, trainer: Trainer, t0: float) -> None:
+        self.seconds[trainer.current_epoch] = self.seconds.get(trainer.current_epoch, 0.0) + time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._run_dir = trainer.log_dir or trainer.default_root_dir  # log_dir broadcasts: all ranks call
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._val = None
+        if "val" in self.splits and self._active(trainer):
+            self._val = CollapseStats(self._num_classes(trainer, pl_module), keep_features=self.keep_features)
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self._val is None or dataloader_idx != 0:
+            return
+        t0 = time.perf_counter()
+        features, labels, preds = _step_features(pl_module, batch)
+        self._val.update(features, labels, preds)
+        self._add_time(trainer, t0)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._val is None:
+            return
+        t0 = time.perf_counter()
+        stats, self._val = self._val, None
+        self._log(trainer, pl_module, "val", reduce_and_compute(stats, self._head_weight(pl_module, stats)))
+        self._add_time(trainer, t0)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active(trainer):
+            return
+        t0 = time.perf_counter()
+        if "train" in self.splits:
+            stats = self._train_pass(trainer, pl_module)
+            if stats is not None:
+                self._log(trainer, pl_module, "train", reduce_and_compute(stats, self._head_weight(pl_module, stats)))
+        if self.plot and trainer.is_global_zero and self.history:
+            self._save_plot(trainer)
+        self._add_time(trainer, t0)
+
+    # ------------------------------------------------------------------ training pass
+    def _train_pass(self, trainer: Trainer, pl_module: LightningModule) -> CollapseStats | None:
+        make = getattr(trainer.datamodule, "train_eval_dataloader", None)
+        if make is None or not hasattr(pl_module, "extract"):
+            rank_zero_warn("NeuralCollapse: no datamodule.train_eval_dataloader() or model.extract(); train split skipped")
+            return None
+        loader, shard = _shard(make(), trainer.world_size, trainer.global_rank)
+        stats = CollapseStats(self._num_classes(trainer, pl_module), keep_features=self.keep_features)
+        modes = {m: m.training for m in pl_module.modules()}  # restore per module: frozen BN stays eval
+        pl_module.eval()
+        try:
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
+                for i, batch in enumerate(loader):
+                    if self.max_train_batches is not None and i >= self.max_train_batches:
+                        break
+                    batch = pl_module.on_before_batch_transfer(batch, 0)
+                    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                    batch = pl_module.on_after_batch_transfer(batch, 0)
+                    features, logits = pl_module.extract(batch["x"])
+                    labels, preds = batch["label"], logits.argmax(-1)
+                    if shard is not None:  # loader could not be re-sharded: keep this rank's indices
+                        mine = batch["index"].to(labels.device) % shard[1] == shard[0]
+                        features, labels, preds = features[mine], labels[mine], preds[mine]
+                    stats.update(features.float(), labels, preds)
+        finally:
+            for m, training in modes.items():
+                m.training = training
+        return stats
+
+    # ------------------------------------------------------------------ plot
+    def _save_plot(self, trainer: Trainer) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        run_dir = self._run_dir or trainer.default_root_dir
+        os.makedirs(run_dir, exist_ok=True)
+        fig, axes = plt.subplots(1, len(_PLOTTED), figsize=(4 * len(_PLOTTED), 3.2))
+        for ax, key in zip(axes, _PLOTTED):
+            for split, curves in sorted(self.history.items()):
+                pts = [(e, v) for e, v in curves.get(key, []) if math.isfinite(v)]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=split)
+            ax.set_title(key)
+            ax.set_xlabel("epoch")
+            if key in ("nc1", "cdnv") and ax.has_data():
+                ax.set_yscale("log")
+            if ax.has_data():
+                ax.legend()
+        fig.tight_layout()
+        path = os.path.join(run_dir, self.filename)
+        tmp = path + ".tmp.png"
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        os.replace(tmp, path)
+        from pytorch_lightning.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="nc/curves", images=[path], step=trainer.global_step)
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = state_dict.get("history", {})
+
+
+def _step_features(pl_module: LightningModule, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features, labels, preds) of this validation step: ``step_outputs`` if fresh, else ``extract``."""
+    out = getattr(pl_module, "step_outputs", None)
+    fresh = isinstance(out, dict) and "features" in out
+    if fresh and "index" in out and isinstance(batch, dict) and "index" in batch:
+        fresh = torch.equal(out["index"].reshape(-1).cpu(), batch["index"].reshape(-1).cpu())
+    if fresh:
+        labels = out.get("label", batch["label"] if isinstance(batch, dict) else None)
+        preds = out.get("preds")
+        if preds is None and "logits" in out:
+            preds = out["logits"].argmax(-1)
+        return out["features"].float(), labels, preds
+    with torch.no_grad():
+        features, logits = pl_module.extract(batch["x"])
+    return features.float(), batch["label"], logits.argmax(-1)
+
+
+def _shard(loader: Any, world: int, rank: int) -> tuple[Any, tuple[int, int] | None]:
+    """Give each rank a disjoint, unpadded part of ``loader`` (stride ``rank::world``).
+
+    Returns (loader, None) when already sharded or rebuilt, or (loader, (rank, world)) when the
+    loader cannot be rebuilt and samples must be filtered by ``batch["index"]`` instead.
+    """
+    if world <= 1 or getattr(getattr(loader, "sampler", None), "num_replicas", None) == world:
+        return loader, None
+    if isinstance(loader, DataLoader) and loader.batch_size is not None and not isinstance(loader.dataset, IterableDataset):
+        indices = list(range(rank, len(loader.dataset), world))
+        rebuilt = DataLoader(
+            loader.dataset, batch_size=loader.batch_size, sampler=indices, collate_fn=loader.collate_fn,
+            num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+        )  # fmt: skip
+        return rebuilt, None
+    return loader, (rank, world)
