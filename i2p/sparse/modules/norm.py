@@ -30,10 +30,25 @@ class BatchNorm(nn.BatchNorm1d):
         return apply_to_feats(super().forward, x)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum across ranks; the gradient of a sum seen by every rank is the sum of their gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        g = grad.clone()
+        dist.all_reduce(g, op=dist.ReduceOp.SUM, group=ctx.group)
+        return g, None
+
+
 def _all_reduce_sum(t: torch.Tensor, group: Any) -> torch.Tensor:
-    """Differentiable sum across ranks (its backward sums the gradients across ranks)."""
-    from torch.distributed.nn.functional import all_reduce
-    return all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return _AllReduceSum.apply(t, group)
 
 
 class SyncBatchNorm(BatchNorm):
