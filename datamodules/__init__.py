@@ -7,6 +7,8 @@ A config names a class as ``datamodules.ModelNet40``; a new data set is one
 from .base import VoxelDataModule
 from .dataset import PointCloudDataset, collate_voxels
 from .memory import ArrayDataModule
+from .modelnet import ModelNet10, ModelNet40
+from .scanobjectnn import ScanObjectNN
 from .synthetic import SyntheticShapes
 
 __all__ = [
@@ -15,4 +17,7 @@ __all__ = [
     "PointCloudDataset",
     "collate_voxels",
     "SyntheticShapes",
+    "ModelNet40",
+    "ModelNet10",
+    "ScanObjectNN",
 ]

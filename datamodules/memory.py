@@ -35,10 +35,11 @@ def validate_split(arrays: dict, source: str, num_classes: int | None) -> dict:
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(f"{source}: field '{name}' has NaN/Inf coordinates in {len(bad)} sample(s), first sample {bad[0]}; expected finite values")
+    shape = label.shape
     if label.ndim == 2 and label.shape[1] == 1:
         label = label[:, 0]
     if label.ndim != 1 or label.shape[0] != pts.shape[0]:
-        raise ValueError(f"{source}: field '{lname}' has shape {label.shape}, expected [{pts.shape[0]}] or [{pts.shape[0]}, 1]")
+        raise ValueError(f"{source}: field '{lname}' has shape {shape}, expected [{pts.shape[0]}] or [{pts.shape[0]}, 1]")
     if not np.issubdtype(label.dtype, np.integer):
         if not (np.issubdtype(label.dtype, np.floating) and np.all(np.mod(label, 1) == 0)):
             raise ValueError(f"{source}: field '{lname}' has dtype {label.dtype}, expected integer class ids")
@@ -47,10 +48,10 @@ def validate_split(arrays: dict, source: str, num_classes: int | None) -> dict:
         bad = int(np.flatnonzero((label < 0) | (label >= num_classes))[0])
         raise ValueError(f"{source}: field '{lname}' value {label[bad]} at sample {bad} out of range, expected labels in [0, {num_classes})")
     out = {**arrays, "points": pts.astype(np.float32, copy=False), "label": label}
-    if "mask" in arrays:
-        mask = np.asarray(arrays["mask"])
-        if mask.shape != pts.shape[:2]:
-            raise ValueError(f"{source}: field 'mask' has shape {mask.shape}, expected {pts.shape[:2]} (one value per point)")
+    if "mask" in arrays and np.asarray(arrays["mask"]).shape != pts.shape[:2]:
+        raise ValueError(f"{source}: field 'mask' has shape {np.asarray(arrays['mask']).shape}, expected {pts.shape[:2]} (one value per point)")
+    if "normals" in arrays and np.asarray(arrays["normals"]).shape != pts.shape:
+        raise ValueError(f"{source}: field 'normals' has shape {np.asarray(arrays['normals']).shape}, expected {pts.shape}")
     return out
 
 
@@ -58,7 +59,7 @@ class ArrayDataModule(VoxelDataModule):
     """Splits as in-memory arrays; subclasses implement ``load_split(split)``.
 
     ``load_split`` returns dict(points [N, P, 3], label [N], source: str naming the file(s),
-    optional per-point ``mask [N, P]``); items are ``(split, i)``.
+    optional per-point ``mask [N, P]`` and ``normals [N, P, 3]``); items are ``(split, i)``.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -83,8 +84,9 @@ class ArrayDataModule(VoxelDataModule):
         split, i = item
         a = self.arrays(split)
         sample = {"points": a["points"][i], "label": int(a["label"][i])}
-        if "mask" in a:
-            sample["mask"] = np.asarray(a["mask"][i])
+        for key in ("mask", "normals"):
+            if key in a:
+                sample[key] = np.asarray(a[key][i])
         return sample
 
     def sample_label(self, item: tuple[str, int]) -> int:

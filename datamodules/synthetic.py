@@ -100,8 +100,10 @@ class SyntheticShapes(ArrayDataModule):
         unknown = [c for c in classes if c not in SHAPES]
         if unknown or len(classes) < 2:
             raise ValueError(f"classes {unknown or classes}: choose at least two of {list(SHAPES)}")
-        kwargs.setdefault("class_names", classes)
+        if kwargs.get("class_names") not in (None, classes):
+            raise ValueError("SyntheticShapes takes its class table from `classes`; do not pass class_names")
         super().__init__(**kwargs)
+        self.class_names = classes
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         if min(self.sizes.values()) < 1:
             raise ValueError(f"num_train/num_val/num_test must be >= 1, got {self.sizes}")

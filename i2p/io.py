@@ -141,8 +141,23 @@ def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: OFF vertex lines must hold three numbers") from None
     if verts.shape != (nv, 3):
         raise ValueError(f"{path}: OFF vertex block has shape {verts.shape}, expected [{nv}, 3]")
+    faces = _off_faces(rest[nv : nv + nf], path)
+    if faces.size and (faces.min() < 0 or faces.max() >= nv):
+        raise ValueError(f"{path}: OFF face indices out of range [0, {nv})")
+    check_points(verts, str(path), "vertices")
+    return verts.astype(np.float32), faces
+
+
+def _off_faces(lines: list[str], path: Path) -> np.ndarray:
+    """Face lines -> triangles; a vectorised path for all-triangle meshes, fans for polygons."""
+    try:
+        flat = np.array(" ".join(lines).split(), dtype=np.int64)
+        if flat.size == 4 * len(lines) and np.all(flat[::4] == 3):
+            return flat.reshape(-1, 4)[:, 1:]
+    except ValueError:
+        pass  # a bad token: the line-by-line pass below names the line
     tris: list[list[int]] = []
-    for i, ln in enumerate(rest[nv : nv + nf]):
+    for i, ln in enumerate(lines):
         vals = ln.split()
         try:
             k = int(vals[0])
@@ -152,11 +167,7 @@ def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         if len(idx) != k or k < 3:
             raise ValueError(f"{path}: OFF face {i} lists {len(idx)} of {k} vertices, expected at least 3")
         tris.extend([idx[0], idx[j], idx[j + 1]] for j in range(1, k - 1))
-    faces = np.array(tris, dtype=np.int64).reshape(-1, 3)
-    if faces.size and (faces.min() < 0 or faces.max() >= nv):
-        raise ValueError(f"{path}: OFF face indices out of range [0, {nv})")
-    check_points(verts, str(path), "vertices")
-    return verts.astype(np.float32), faces
+    return np.array(tris, dtype=np.int64).reshape(-1, 3)
 
 
 def write_off(path: PathLike, vertices: np.ndarray, triangles: np.ndarray, glued_header: bool = False) -> None:
