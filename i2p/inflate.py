@@ -24,7 +24,7 @@ import torch
 __all__ = [
     "KERNEL_MODES", "SHORTCUTS", "DEPTH_AXES", "AXIS_ALIASES", "PLANE_AXES", "InflateConfig",
     "normalize_depth_axis", "kernel_offsets", "kernel_index", "inflate_kernel", "pointwise_kernel",
-    "repeat_kernel", "inflate_state_dict", "is_shortcut_key",
+    "repeat_kernel", "inflate_state_dict", "inflate_entry", "is_shortcut_key",
 ]
 
 KERNEL_MODES = ("copy", "inflate", "center")
@@ -164,23 +164,34 @@ def inflate_state_dict(
     cfg = InflateConfig(kernel_mode, depth_axis, shortcut)
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for key, value in state_2d.items():
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{key}: expected a tensor, got {type(value).__name__}")
-        if value.dim() != 4:
-            out[key] = value
-            continue
-        if not key.endswith(".weight"):
-            raise ValueError(f"{key}: a 4D tensor that is not a conv '.weight' cannot be inflated")
-        new_key = key[: -len("weight")] + "kernel"
-        kh, kw = value.shape[2:]
-        try:
-            if (kh, kw) == (1, 1):
-                if shortcut_key(key) and cfg.shortcut == "repeat":
-                    out[new_key] = repeat_kernel(value)
-                else:
-                    out[new_key] = pointwise_kernel(value)
-            else:
-                out[new_key] = inflate_kernel(value, cfg.kernel_mode, cfg.depth_axis)
-        except ValueError as err:
-            raise ValueError(f"{key} (shape {tuple(value.shape)}): {err}") from None
+        new_key, new_value = inflate_entry(key, value, cfg, shortcut_key=shortcut_key)
+        out[new_key] = new_value
     return out
+
+
+def inflate_entry(
+    key: str,
+    value: torch.Tensor,
+    cfg: InflateConfig,
+    *,
+    shortcut_key: Callable[[str], bool] = is_shortcut_key,
+) -> tuple[str, torch.Tensor]:
+    """One (key, tensor) of a 2D state dict as its 3D (key, tensor); see `inflate_state_dict`.
+
+    Exposed so a transfer can stream key by key (peak memory: the model plus one kernel).
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{key}: expected a tensor, got {type(value).__name__}")
+    if value.dim() != 4:
+        return key, value
+    if not key.endswith(".weight"):
+        raise ValueError(f"{key}: a 4D tensor that is not a conv '.weight' cannot be inflated")
+    new_key = key[: -len("weight")] + "kernel"
+    try:
+        if tuple(value.shape[2:]) == (1, 1):
+            if shortcut_key(key) and cfg.shortcut == "repeat":
+                return new_key, repeat_kernel(value)
+            return new_key, pointwise_kernel(value)
+        return new_key, inflate_kernel(value, cfg.kernel_mode, cfg.depth_axis)
+    except ValueError as err:
+        raise ValueError(f"{key} (shape {tuple(value.shape)}): {err}") from None

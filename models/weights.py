@@ -1,0 +1,221 @@
+"""Get 2D weights (timm hub, local checkpoint, in-memory module) into a sparse 3D backbone, by name.
+
+Transfer is strict, unlike the official code's `strict=False` matched by key order: every 2D key is
+either used (inflated into the same-named 3D tensor) or dropped *by design* (the 2D classifier
+`fc.*`, and the 2D stem when the 3D stem is `new`); an unknown key, a shape mismatch or a 3D
+backbone tensor missing from the checkpoint raises, naming the keys (and both shapes), before the
+model is touched. The report lists every key used, dropped and left fresh.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import torch
+from torch import nn
+
+from i2p.inflate import InflateConfig, inflate_entry
+
+__all__ = ["TransferReport", "read_checkpoint", "unwrap_state_dict", "load_2d_state_dict",
+           "transfer_weights", "plan_transfer", "load_pretrained", "META_KEY", "SOURCE_CLASSIFIER"]
+
+log = logging.getLogger(__name__)
+
+Source = Union[bool, str, os.PathLike, nn.Module, Mapping[str, torch.Tensor]]
+META_KEY = "i2p_inflate"  # marks a checkpoint written by `i2p inflate` (already 3D)
+SOURCE_CLASSIFIER = "fc."  # timm's and torchvision's ResNet classifier
+_WRAPPERS = ("state_dict", "model", "model_state", "model_state_dict", "net", "module")
+_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+
+
+@dataclass
+class TransferReport:
+    """Which checkpoint keys were used or dropped, and which model keys were left fresh."""
+
+    source: str
+    inflate: dict[str, str]
+    already_3d: bool = False
+    used: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        kind = "3D" if self.already_3d else "2D"
+        return (f"{self.source}: {len(self.used)} {kind} tensors used, {len(self.dropped)} dropped by design "
+                f"({_heads(self.dropped)}), {len(self.fresh)} 3D tensors left fresh ({_heads(self.fresh)}); "
+                f"inflation {self.inflate}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _heads(keys: list[str]) -> str:
+    """Module prefixes of keys, for a compact summary (`conv1, bn1, head`)."""
+    seen: dict[str, None] = {}
+    for k in keys:
+        seen.setdefault(k.split(".")[0], None)
+    return ", ".join(seen) or "none"
+
+
+def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(state dict, i2p metadata or None) from a loaded checkpoint object.
+
+    Unwraps the usual containers (`state_dict`, `model`, ...) and strips a `module.` (DDP) or
+    `_orig_mod.` (torch.compile) prefix shared by every key.
+    """
+    meta = None
+    if isinstance(obj, Mapping) and META_KEY in obj:
+        meta = dict(obj[META_KEY])
+    while isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
+            raise ValueError(f"{where}: not a state dict (non-tensor entries {bad}) and none of the "
+                             f"usual wrapper keys {_WRAPPERS} holds one")
+        obj = inner
+    if not isinstance(obj, Mapping) or not obj:
+        raise ValueError(f"{where}: expected a non-empty state dict, got {type(obj).__name__}")
+    state = dict(obj)
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state, meta
+
+
+def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """A local `.pth/.pt/.bin/.safetensors` file as (state dict, i2p metadata or None).
+
+    Pickles load with `weights_only=True` (no code execution from untrusted files).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        obj: Any = load_file(str(path))
+        if META_KEY in header:
+            obj = {"state_dict": obj, META_KEY: json.loads(header[META_KEY])}
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    return unwrap_state_dict(obj, where=str(path))
+
+
+def load_2d_state_dict(source: Source, name: str | None = None,
+                       pretrained_cfg_overlay: dict[str, Any] | None = None
+                       ) -> tuple[dict[str, torch.Tensor], dict | None, str]:
+    """(state dict, i2p metadata or None, description) of `source`.
+
+    `True` or `"timm:<name>"`: timm's pretrained weights for the model name, through
+    `timm.create_model(..., pretrained=True)` (the hub cache; `pretrained_cfg_overlay=dict(file=...)`
+    redirects it to a local file); a path: `read_checkpoint`; an `nn.Module` or a mapping: its tensors.
+    """
+    if isinstance(source, str) and source.startswith("timm:"):
+        name, source = source[len("timm:"):], True
+    if source is True:
+        if not name:
+            raise ValueError("pretrained=True needs the timm model name")
+        import timm
+        model_2d = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=pretrained_cfg_overlay)
+        return dict(model_2d.state_dict()), None, f"timm:{name}"
+    if isinstance(source, (str, os.PathLike)):
+        state, meta = read_checkpoint(source)
+        return state, meta, str(source)
+    if isinstance(source, nn.Module):
+        return dict(source.state_dict()), None, f"{type(source).__name__} instance"
+    if isinstance(source, Mapping):
+        state, meta = unwrap_state_dict(source, where="state dict")
+        return state, meta, "state dict"
+    raise TypeError(f"pretrained must be a bool, a path, 'timm:<name>', an nn.Module or a state dict, "
+                    f"got {type(source).__name__}")
+
+
+def plan_transfer(model: nn.Module, state: Mapping[str, torch.Tensor], cfg: InflateConfig, already_3d: bool,
+          source: str) -> tuple[dict[str, str], list[str]]:
+    """Dry run on meta tensors (no memory): {3D key: checkpoint key} and the dropped keys.
+
+    Raises ValueError naming unknown keys, shape mismatches (both shapes) and missing 3D tensors.
+    """
+    fresh = tuple(model.fresh_prefixes())
+    drop = fresh if already_3d else fresh + (SOURCE_CLASSIFIER,)
+    target = model.state_dict()
+    arch = getattr(model, "pretrained_cfg", {}).get("model_name", type(model).__name__)
+    plan: dict[str, str] = {}
+    dropped, unknown, mismatched = [], [], []
+    for key, value in state.items():
+        if key.startswith(drop):
+            dropped.append(key)
+            continue
+        if already_3d:
+            new_key, new_shape = key, tuple(value.shape)
+        else:
+            new_key, meta_val = inflate_entry(key, value.to("meta"), cfg)
+            new_shape = tuple(meta_val.shape)
+        if new_key not in target:
+            unknown.append(key)
+        elif new_shape != tuple(target[new_key].shape):
+            as3d = "" if already_3d else f" (inflated: {new_shape})"
+            mismatched.append(f"{key}: checkpoint shape {tuple(value.shape)}{as3d} vs model {new_key} "
+                              f"shape {tuple(target[new_key].shape)}")
+        else:
+            plan[new_key] = key
+    problems = []
+    if mismatched:
+        problems.append("shape mismatches:\n  " + "\n  ".join(mismatched))
+    if unknown:
+        problems.append(f"unknown keys (no such tensor in the 3D {arch}): {unknown[:20]}"
+                        + (f" ... ({len(unknown)} in all)" if len(unknown) > 20 else ""))
+    missing = [k for k in target if k not in plan and not k.startswith(fresh)]
+    if missing:
+        problems.append(f"3D {arch} tensors missing from the checkpoint: {missing[:20]}"
+                        + (f" ... ({len(missing)} in all)" if len(missing) > 20 else ""))
+    if problems:
+        raise ValueError(f"cannot transfer {source} into {arch}: " + "\n".join(problems))
+    return plan, dropped
+
+
+def transfer_weights(model: nn.Module, state: Mapping[str, torch.Tensor], cfg: InflateConfig,
+                     source: str = "checkpoint", already_3d: bool = False) -> TransferReport:
+    """Inflate (unless `already_3d`) and copy `state` into `model` by name; all-or-nothing.
+
+    Streams key by key, so the peak memory is the model plus one inflated kernel.
+    """
+    if getattr(model, "shortcut", cfg.shortcut) != cfg.shortcut:
+        raise ValueError(f"inflation shortcut {cfg.shortcut!r} differs from the model's {model.shortcut!r}")
+    plan, dropped = plan_transfer(model, state, cfg, already_3d, source)
+    target = model.state_dict()
+    with torch.no_grad():
+        for new_key, key in plan.items():
+            value = state[key] if already_3d else inflate_entry(key, state[key], cfg)[1]
+            target[new_key].copy_(value)
+    report = TransferReport(source=source, inflate=cfg.as_dict(), already_3d=already_3d,
+                            used=list(plan.values()), dropped=dropped,
+                            fresh=[k for k in target if k not in plan])
+    log.info("weight transfer: %s", report)
+    return report
+
+
+def load_pretrained(model: nn.Module, pretrained: Source, name: str | None = None, kernel_mode: str = "copy",
+                    depth_axis: str = "y", pretrained_cfg_overlay: dict[str, Any] | None = None) -> TransferReport:
+    """Resolve `pretrained` (see `load_2d_state_dict`) and transfer it into `model`.
+
+    A checkpoint written by `i2p inflate` is already 3D: it loads as is, and its stored inflation
+    settings must equal the requested ones (a silent axis or mode change would be a wrong model).
+    """
+    state, meta, source = load_2d_state_dict(pretrained, name, pretrained_cfg_overlay)
+    cfg = InflateConfig(kernel_mode, depth_axis, getattr(model, "shortcut", "repeat"))
+    if meta is not None:
+        stored = InflateConfig(meta["kernel_mode"], meta["depth_axis"], meta["shortcut"])
+        if stored != cfg:
+            raise ValueError(f"{source} was inflated with {stored.as_dict()}, but {cfg.as_dict()} was "
+                             "requested; pass the stored kernel_mode/depth_axis/shortcut")
+    report = transfer_weights(model, state, cfg, source, already_3d=meta is not None)
+    if hasattr(model, "pretrained_cfg"):
+        model.pretrained_cfg["inflate"] = cfg.as_dict()
+    return report
