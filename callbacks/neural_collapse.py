@@ -60,6 +60,7 @@ class NeuralCollapse(Callback):
         self.seconds: dict[int, float] = {}  # callback time per epoch (for overhead figures)
         self._val: CollapseStats | None = None
         self._run_dir: str | None = None
+        self._train_loader: Any = None  # built once per fit: workers are not respawned every epoch
 
     # ------------------------------------------------------------------ helpers
     def _active(self, trainer: Trainer) -> bool:
@@ -91,6 +92,7 @@ class NeuralCollapse(Callback):
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._run_dir = trainer.log_dir or trainer.default_root_dir  # log_dir broadcasts: all ranks call
+        self._train_loader = None
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._val = None
@@ -133,7 +135,10 @@ class NeuralCollapse(Callback):
         if make is None or not hasattr(pl_module, "extract"):
             rank_zero_warn("NeuralCollapse: no datamodule.train_eval_dataloader() or model.extract(); train split skipped")
             return None
-        loader, shard = _shard(make(), trainer.world_size, trainer.global_rank)
+        if self._train_loader is None:
+            self._train_loader = _shard(make(), trainer.world_size, trainer.global_rank)
+        loader, shard = self._train_loader
+        _broadcast_buffers(pl_module)
         stats = CollapseStats(self._num_classes(trainer, pl_module), keep_features=self.keep_features)
         modes = {m: m.training for m in pl_module.modules()}  # restore per module: frozen BN stays eval
         pl_module.eval()
@@ -195,6 +200,17 @@ class NeuralCollapse(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = state_dict.get("history", {})
+
+
+def _broadcast_buffers(pl_module: LightningModule) -> None:
+    """Give every rank rank 0's BN running statistics, as DDP does before each forward.
+
+    Without it each rank would embed its shard with the statistics of its own last training
+    step (the eval pass calls the module directly, bypassing DDP's buffer broadcast).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        for buf in pl_module.buffers():
+            torch.distributed.broadcast(buf.data, src=0)
 
 
 def _step_features(pl_module: LightningModule, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

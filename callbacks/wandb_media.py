@@ -50,7 +50,11 @@ class WandbMedia(Callback):
     ) -> None:
         if self._confusion is None or dataloader_idx != 0:
             return
+        if not isinstance(batch, dict):
+            return
         out = getattr(pl_module, "step_outputs", None) or (outputs if isinstance(outputs, dict) else {})
+        if "index" in out and "index" in batch and not torch.equal(out["index"].cpu(), batch["index"].cpu()):
+            return  # stale outputs of another step: better no media than wrong media
         label = out.get("label", batch.get("label"))
         preds = out.get("preds")
         if preds is None and "logits" in out:
