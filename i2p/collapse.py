@@ -38,9 +38,19 @@ class CollapseStats:
     """Streaming accumulator of (features, labels, predictions) for neural-collapse metrics."""
 
     def __init__(
-        self, num_classes: int, dim: int | None = None, keep_features: bool = True, ignore_index: int = -100
+        self,
+        num_classes: int,
+        dim: int | None = None,
+        keep_features: bool = True,
+        ignore_index: int = -100,
+        chunk_rows: int = 4096,
     ) -> None:
         self.num_classes = int(num_classes)
+        # batches are pooled up to chunk_rows before one exact two-pass + Chan merge: the merge
+        # costs O(C D^2) whatever the batch size, so per-batch merges dominate for small batches
+        self.chunk_rows = max(1, int(chunk_rows))
+        self._pending: list[tuple[Tensor, Tensor]] = []
+        self._pending_rows = 0
         self.dim = dim
         self.keep_features = keep_features
         self.ignore_index = ignore_index
@@ -90,12 +100,22 @@ class CollapseStats:
             cached = features.detach() if features.dtype == _F64 else features.detach().float()
             p = None if preds is None else preds.detach().reshape(-1).long().cpu()
             self._cache.append((cached.cpu(), labels.cpu(), p))
-        x = features.detach().to(self.device, _F64)
-        y = labels.to(self.device)
+        self._pending.append((features.detach().to(self.device, _F64), labels.to(self.device)))
+        self._pending_rows += labels.numel()
+        if self._pending_rows >= self.chunk_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Fold the pending rows in: exact two-pass statistics of the chunk, then Chan's merge."""
+        if not self._pending:
+            return
+        x = torch.cat([p[0] for p in self._pending])
+        y = torch.cat([p[1] for p in self._pending])
+        self._pending, self._pending_rows = [], 0
         n_b = torch.bincount(y, minlength=self.num_classes).to(_F64)
         sums = torch.zeros_like(self.means).index_add_(0, y, x)
         mean_b = sums / n_b.clamp_min(1)[:, None]
-        centred = x - mean_b[y]  # exact two-pass inside the batch
+        centred = x - mean_b[y]
         scatter_b = centred.T @ centred
         trace_b = torch.zeros_like(self.traces).index_add_(0, y, centred.square().sum(1))
         self._chan(n_b, mean_b, trace_b, scatter_b)
@@ -107,7 +127,7 @@ class CollapseStats:
         w = torch.where(n > 0, n_a * n_b / n.clamp_min(1), torch.zeros_like(n))
         delta = mean_b - self.means
         self.means = self.means + delta * torch.where(n > 0, n_b / n.clamp_min(1), torch.zeros_like(n))[:, None]
-        self.scatter = self.scatter + scatter_b + (delta * w[:, None]).T @ delta
+        self.scatter.add_(scatter_b).addmm_((delta * w[:, None]).T, delta)
         self.traces = self.traces + trace_b + w * delta.square().sum(1)
         self.counts = n
 
@@ -117,6 +137,7 @@ class CollapseStats:
         other._check_open()
         if other.num_classes != self.num_classes:
             raise ValueError("cannot merge statistics over different class counts")
+        other._flush()
         if other.means is None:
             return self
         if self.means is None:
@@ -137,6 +158,7 @@ class CollapseStats:
         summed, so cached features never cross ranks. Afterwards the object is frozen.
         """
         self._check_open()
+        self._flush()
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
             self._ncc, self._frozen = self._ncc_counts(), True
             return self
@@ -179,6 +201,7 @@ class CollapseStats:
         """[samples, with pred, NCC correct, NCC != pred, pred correct] from the cached features."""
         if self._ncc is not None:
             return self._ncc
+        self._flush()
         if not self.keep_features:
             return None
         out = torch.zeros(_NCC_LEN, dtype=_F64)
@@ -199,6 +222,7 @@ class CollapseStats:
 
     def class_means(self) -> Tensor | None:
         """Class means ``[C, D]`` (rows of absent classes are zero)."""
+        self._flush()
         return self.means
 
     @torch.no_grad()
@@ -212,6 +236,7 @@ class CollapseStats:
         ``classes_present``, ``classes_absent``. Stds are population stds. C counts present
         classes only; absent ones are left out of every mean. Absent class ids: :meth:`absent`.
         """
+        self._flush()
         nan = math.nan
         out = dict.fromkeys(
             ["nc1", "cdnv", "nc2_norm_cv", "nc2_cos_std", "nc2_etf_dev", "nc3", "tr_sw", "tr_sb"], nan
@@ -258,6 +283,7 @@ class CollapseStats:
 
     def absent(self) -> list[int]:
         """Ids of the classes with no sample."""
+        self._flush()
         return (self.counts.cpu() == 0).nonzero().flatten().tolist()
 
 

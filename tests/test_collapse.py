@@ -108,11 +108,11 @@ def test_streaming_and_merge_equal_one_batch():
     whole = CollapseStats(4)
     whole.update(h, y, p)
     ref = whole.compute()
-    stream = CollapseStats(4)
+    stream = CollapseStats(4, chunk_rows=1)  # every batch merged with Chan's update
     for i in range(0, len(y), 7):
         stream.update(h[i : i + 7], y[i : i + 7], p[i : i + 7])
     close(stream.compute(), ref, rtol=1e-10)
-    a, b = CollapseStats(4), CollapseStats(4)
+    a, b = CollapseStats(4, chunk_rows=1), CollapseStats(4, chunk_rows=30)
     a.update(h[:40], y[:40], p[:40])
     b.update(h[40:], y[40:], p[40:])
     close(a.merge(b).compute(), ref, rtol=1e-10)
@@ -123,7 +123,7 @@ def test_float64_large_offset_where_naive_fails():
     h, y, p = make_data([40, 40, 40], 4, seed=5)
     offset = 1e8
     shifted = h + offset
-    s = CollapseStats(3)
+    s = CollapseStats(3, chunk_rows=1)
     for i in range(0, len(y), 16):
         s.update(shifted[i : i + 16], y[i : i + 16], p[i : i + 16])
     got, ref = s.compute(), reference(h, y, p)

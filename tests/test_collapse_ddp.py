@@ -31,7 +31,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         idx = idx[y[idx] != 0]
     elif rank == 0:
         idx = torch.cat([idx, torch.arange(100, 150)[y[100:] == 0]])
-    s = CollapseStats(C)
+    s = CollapseStats(C, chunk_rows=1)
     for i in range(0, len(idx), 9):
         j = idx[i : i + 9]
         s.update(h[j], y[j], p[j])
