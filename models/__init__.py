@@ -1,0 +1,4 @@
+"""LightningModules (``PointClassifier``; a ``PointSegmenter`` joins here) and their parts."""
+from .classifier import PointClassifier
+
+__all__ = ["PointClassifier"]

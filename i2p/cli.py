@@ -1,0 +1,119 @@
+"""The ``i2p`` command: LightningCLI (fit/validate/test/predict) plus a few extra commands.
+
+Configs name classes with ``class_path``/``init_args``; ``num_classes`` and ``class_names``
+come from the DataModule (argument links), and the project defaults that are code rather
+than YAML (W&B logger that goes offline without credentials, checkpoints ``last`` + best
+``val/acc``, rich progress bar, seeding) live here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+# name -> module with a `main(argv) -> int | None`
+EXTRA_COMMANDS = {
+    "pretrain2d": ("i2p.commands.pretrain2d", "train a timm ConvNet on generated 2D images (or an ImageFolder)"),
+    "inflate": ("i2p.commands.inflate", "inflate a 2D timm checkpoint into a 3D sparse state dict"),
+    "demo": ("i2p.commands.demo", "pretrain2d -> FIP-IO finetune on synthetic shapes -> test, offline"),
+}
+
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.monitor": "val/acc",
+    "checkpoint.mode": "max",
+    "checkpoint.save_last": True,
+    "checkpoint.save_top_k": 1,
+    "checkpoint.filename": "best-epoch{epoch:03d}-acc{val/acc:.4f}",
+    "checkpoint.auto_insert_metric_name": False,
+}
+LOGGER_DEFAULT = {"class_path": "i2p.logging.WandbLogger", "init_args": {"save_dir": "runs", "project": "i2p"}}
+
+
+class LogConfigCallback(SaveConfigCallback):
+    """Sends the full resolved config to the experiment logger (and the W&B run files)."""
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        logger = trainer.logger
+        if logger is None:
+            return
+        text = self.parser.dump(self.config, skip_none=False)
+        logger.log_hyperparams({"cli": yaml.safe_load(text)})
+        run_dir = getattr(getattr(logger, "experiment", None), "dir", None)
+        if isinstance(run_dir, str) and os.path.isdir(run_dir):
+            Path(run_dir, self.config_filename).write_text(text)
+
+
+class I2PCLI(LightningCLI):
+    """LightningCLI with the project's links and defaults."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--name",
+            type=str | None,
+            default=None,
+            help="Experiment name: checkpoints go to runs/<name>/checkpoints (unless checkpoint.dirpath is set) "
+            "and the W&B run is called <name>.",
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.set_defaults({"trainer.logger": LOGGER_DEFAULT})
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        name = cfg.get("name")
+        if not name:
+            return
+        if cfg.get("checkpoint") is not None and not cfg.checkpoint.get("dirpath"):
+            cfg.checkpoint.dirpath = str(Path("runs") / name / "checkpoints")
+        logger = cfg.trainer.get("logger")
+        init = getattr(logger, "init_args", None)
+        if init is not None and "name" in init and not init.get("name"):
+            init.name = name
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        cfg = self._get(self.config_init, "trainer", default={})
+        callbacks = list(cfg.get("callbacks") or [])
+        if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, RichProgressBar()]
+        return super().instantiate_trainer(**kwargs)
+
+
+def run_lightning(args: Sequence[str] | None = None, **kwargs: Any) -> I2PCLI:
+    """Build (and by default run) the LightningCLI; ``args=None`` reads ``sys.argv``."""
+    kwargs.setdefault("save_config_callback", LogConfigCallback)
+    kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False, "config_filename": "i2p_config.yaml"})
+    kwargs.setdefault("seed_everything_default", 0)
+    kwargs.setdefault("auto_configure_optimizers", False)
+    kwargs.setdefault("parser_kwargs", {"description": _description()})
+    return I2PCLI(args=None if args is None else list(args), **kwargs)
+
+
+def _description() -> str:
+    extra = "\n".join(f"  i2p {name:<11} {help_}" for name, (_, help_) in EXTRA_COMMANDS.items())
+    return "Image2Point on PyTorch Lightning. Also:\n" + extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``i2p`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in EXTRA_COMMANDS:
+        module = importlib.import_module(EXTRA_COMMANDS[args[0]][0])
+        return int(module.main(args[1:]) or 0)
+    run_lightning(None if argv is None else args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

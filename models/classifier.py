@@ -1,0 +1,217 @@
+"""Shape classification LightningModule: inflated sparse ResNet + head + FIP regime.
+
+Metrics are torchmetrics objects so every rank's counts are merged at ``compute`` time;
+no step-level collectives, because DDP evaluation loaders do not pad and ranks may see
+different numbers of batches (a per-step all-reduce would then deadlock).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from models.backbones import create_sparse_resnet
+from models.finetune import REGIMES, apply_regime, trainable_parameters
+from models.optim import build_optimizer, build_scheduler
+
+
+
+def _sanitize(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", str(name)).strip("_") or "class"
+
+
+class PointClassifier(pl.LightningModule):
+    """Classifies voxelized point clouds with an inflated 2D ResNet (Image2Point).
+
+    Args:
+        backbone: timm ResNet name (``resnet18``, ``resnet50``, ...).
+        num_classes: linked from the DataModule by the CLI.
+        regime: FIP regime, one of ``io``, ``ioms``, ``iobn``, ``all``, ``scratch``.
+        pretrained: False, True (timm weights) or a path to a 2D timm state dict (``.pth``).
+        kernel_mode, depth_axis, shortcut, stem, head: inflation options (see ARCHITECTURE.md).
+        label_smoothing: cross-entropy label smoothing.
+        optimizer: ``sgd`` or ``adamw``; lr, momentum, weight_decay, nesterov as usual.
+        scheduler: ``cosine``, ``poly`` or ``none``, stepped per epoch, after ``warmup_epochs``
+            of linear warm-up; the horizon is the trainer's ``max_epochs``.
+        class_names: for per-class accuracy keys; linked from the DataModule by the CLI.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 40,
+        in_channels: int = 3,
+        regime: str = "io",
+        pretrained: bool | str = False,
+        kernel_mode: str = "copy",
+        depth_axis: str = "y",
+        shortcut: str = "repeat",
+        stem: str = "new",
+        head: str = "linear_bn",
+        label_smoothing: float = 0.0,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        nesterov: bool = False,
+        scheduler: str = "cosine",
+        warmup_epochs: int = 0,
+        poly_power: float = 0.9,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if regime not in REGIMES:
+            raise ValueError(f"unknown regime {regime!r}; choose one of {REGIMES}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.save_hyperparameters()
+        if regime == "scratch":
+            pretrained = False
+        elif not pretrained:
+            warnings.warn(f"regime {regime!r} without pretrained weights freezes random layers", stacklevel=2)
+
+        self.backbone = create_sparse_resnet(
+            backbone,
+            pretrained=pretrained,
+            kernel_mode=kernel_mode,
+            depth_axis=depth_axis,
+            shortcut=shortcut,
+            stem=stem,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            head=head,
+        )
+        # frozen BN layers stay in eval through Lightning's model.train() (FrozenBNMixin)
+        self.regime_summary = apply_regime(self.backbone, regime)
+
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else None
+        self.step_outputs: dict[str, Tensor] = {}
+
+        def acc(average: str) -> MulticlassAccuracy:
+            return MulticlassAccuracy(num_classes=num_classes, average=average)
+
+        self.train_acc, self.train_macc = acc("micro"), acc("macro")
+        self.val_acc, self.val_macc = acc("micro"), acc("macro")
+        self.test_acc, self.test_macc = acc("micro"), acc("macro")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Any) -> Tensor:
+        """Logits ``[B, num_classes]`` of a batch ``SparseTensor``."""
+        return self.extract(x)[1]
+
+    def extract(self, x: Any) -> tuple[Tensor, Tensor]:
+        """Pooled penultimate features ``[B, D]`` (the head's input) and logits."""
+        pooled = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        return pooled, self.backbone.head(pooled)
+
+    @property
+    def head_weight(self) -> Tensor:
+        """Weight ``[num_classes, D]`` of the head's last linear layer (for NC3)."""
+        return self.backbone.get_classifier().weight
+
+    # ------------------------------------------------------------------- steps
+    def _shared_step(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, int]:
+        features, logits = self.extract(batch["x"])
+        label = batch["label"]
+        loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
+        preds = logits.argmax(dim=1)
+        index = batch.get("index")
+        self.step_outputs = {
+            "features": features.detach(),
+            "logits": logits.detach(),
+            "preds": preds.detach(),
+            "label": label.detach(),
+            "index": index.detach() if isinstance(index, Tensor) else torch.arange(len(label)),
+        }
+        return loss, preds, len(label)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, preds, bs = self._shared_step(batch)
+        label = batch["label"]
+        self.train_acc(preds, label)
+        self.train_macc(preds, label)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("train/macc", self.train_macc, on_step=False, on_epoch=True, batch_size=bs)
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], split: str) -> None:
+        loss, preds, bs = self._shared_step(batch)
+        label = batch["label"]
+        getattr(self, f"{split}_loss").update(loss.detach(), weight=bs)
+        getattr(self, f"{split}_acc").update(preds, label)
+        getattr(self, f"{split}_macc").update(preds, label)
+        getattr(self, f"{split}_confusion").update(preds, label)
+        kw = dict(on_step=False, on_epoch=True, batch_size=bs)
+        self.log(f"{split}/loss", getattr(self, f"{split}_loss"), prog_bar=True, **kw)
+        self.log(f"{split}/acc", getattr(self, f"{split}_acc"), prog_bar=True, **kw)
+        self.log(f"{split}/macc", getattr(self, f"{split}_macc"), **kw)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        features, logits = self.extract(batch["x"])
+        out = {"logits": logits, "preds": logits.argmax(1)}
+        if "index" in batch:
+            out["index"] = batch["index"]
+        return out
+
+    # --------------------------------------------------------- per-class accuracy
+    def _log_per_class(self, split: str) -> None:
+        metric: MulticlassConfusionMatrix = getattr(self, f"{split}_confusion")
+        if not metric.update_called:
+            return
+        cm = metric.compute()  # synced across ranks, once per epoch on every rank
+        metric.reset()
+        support = cm.sum(1)
+        per_class = cm.diag().float() / support.clamp_min(1).float()
+        self.last_confusion = {split: cm.cpu()}
+        names = self.class_names or [f"class{i:02d}" for i in range(self.num_classes)]
+        for i, name in enumerate(names):
+            if support[i] > 0:
+                self.log(f"{split}/acc_{_sanitize(name)}", per_class[i], sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_per_class("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_per_class("test")
+
+    # -------------------------------------------------------------- regime
+    def on_fit_start(self) -> None:
+        rank_zero_info(f"[PointClassifier] {self.regime_summary}")
+
+    # ----------------------------------------------------------- optimization
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Only what the regime left trainable goes to the optimizer."""
+        return list(trainable_parameters(self))
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt = build_optimizer(self.trainable_parameters(), hp.optimizer, hp.lr, hp.momentum, hp.weight_decay, hp.nesterov)
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        if not max_epochs or max_epochs < 0:
+            max_epochs = 100
+        sched = build_scheduler(opt, hp.scheduler, max_epochs, hp.warmup_epochs, hp.poly_power)
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
