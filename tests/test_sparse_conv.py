@@ -179,3 +179,31 @@ def test_conv_bias_and_k1_shape():
     assert conv.kernel.shape == (3, 5) and conv.bias.shape == (5,)
     x = random_sparse(channels=3, dtype=torch.float32)
     torch.testing.assert_close(conv(x).feats, x.feats @ conv.kernel + conv.bias)
+
+
+def test_sorted_search_path_equals_table_path(monkeypatch):
+    """Both kernel-map search paths (direct table, sorted keys) give the same maps."""
+    import i2p.sparse.kmap as kmap_module
+    x = random_sparse(batch=2, size=SIZE, channels=3, seed=21)
+    conv = Conv3d(3, 2, 3, stride=2).double()
+    sub = Conv3d(3, 2, 3).double()
+    ref_s, ref_d = sub(x).feats, conv(x).feats
+    assert any(i.table is not None for i in x.cache.indices.values())
+    monkeypatch.setattr(kmap_module, "TABLE_CELLS_PER_VOXEL", 0)
+    y = SparseTensor(x.feats, x.coords)
+    torch.testing.assert_close(sub(y).feats, ref_s)
+    torch.testing.assert_close(conv(y).feats, ref_d)
+    assert all(i.table is None for i in y.cache.indices.values())
+
+
+def test_negative_coordinates():
+    """Negative coordinates (sparse_quantize does not shift) convolve like shifted ones."""
+    x = random_sparse(batch=2, size=SIZE, channels=3, seed=22)
+    c = x.coords.clone()
+    c[:, 1:] -= 4
+    y = SparseTensor(x.feats, c)
+    for conv in (Conv3d(3, 2, 3).double(), Conv3d(3, 2, 2, stride=2).double(), Conv3d(3, 2, 3, stride=2).double()):
+        a, b = conv(x), conv(y)
+        # shifting by -4 (a multiple of 2) keeps the down-sampling cells aligned
+        torch.testing.assert_close(b.feats, a.feats)
+        assert torch.equal(b.coords[:, 1:] + 4, a.coords[:, 1:])

@@ -31,15 +31,23 @@ def get_kernel_offsets(kernel_size: Triple, tensor_stride: Triple, dilation: Tri
     return torch.stack([gx.reshape(-1), gy.reshape(-1), gz.reshape(-1)], 1).to(device=device, dtype=torch.int64)
 
 
+# A direct-address table (key -> row) replaces the binary search when the box is at most this
+# many cells per voxel (int32 cells: ≤ 512 bytes per voxel, two 64-channel feature rows) and
+# at most TABLE_MAX_CELLS cells (256 MB) in all.
+TABLE_CELLS_PER_VOXEL = 128
+TABLE_MAX_CELLS = 1 << 26
+
+
 @dataclass
 class CoordIndex:
-    """Sorted packed keys of one level's coordinates."""
+    """Packed keys of one level's coordinates: sorted (binary search) or a direct table."""
     stride: Triple
     margin: int
     lo: list  # per-axis minimum coordinate minus margin·stride
     dims: list  # per-axis box size in steps
-    sorted_keys: torch.Tensor
-    perm: torch.Tensor
+    sorted_keys: Optional[torch.Tensor] = None
+    perm: Optional[torch.Tensor] = None
+    table: Optional[torch.Tensor] = None
 
     def pack(self, coords: torch.Tensor) -> torch.Tensor:
         """Keys of coords [M, 4] (must lie inside the margin box)."""
@@ -57,7 +65,9 @@ class CoordIndex:
         return ((o[:, 0] // self.stride[0]) * d1 + o[:, 1] // self.stride[1]) * d2 + o[:, 2] // self.stride[2]
 
     def find(self, keys: torch.Tensor) -> torch.Tensor:
-        """Row of each key in the level, -1 where absent."""
+        """Row of each key (inside the box) in the level, -1 where absent."""
+        if self.table is not None:
+            return self.table[keys].long()
         n = self.sorted_keys.shape[0]
         pos = torch.searchsorted(self.sorted_keys, keys).clamp_(max=n - 1)
         hit = self.sorted_keys[pos] == keys
@@ -81,12 +91,11 @@ class CoordIndex:
         return torch.where(ok, idx, torch.full_like(idx, -1))
 
 
-def coord_index(cache: SparseCache, stride: Triple, margin: int = 8) -> CoordIndex:
+def coord_index(cache: SparseCache, stride: Triple, margin: int = 0) -> CoordIndex:
     """The (cached) sorted key index of the level at `stride`, with at least `margin` steps."""
     for (st, m), idx in cache.indices.items():
         if st == stride and m >= margin:
             return idx
-    margin = max(margin, 8)
     coords = cache.coords[stride]
     c = coords.to(torch.int64)
     mins = c[:, 1:].min(0).values.tolist()
@@ -96,9 +105,14 @@ def coord_index(cache: SparseCache, stride: Triple, margin: int = 8) -> CoordInd
     dims = [(maxs[a] - mins[a]) // stride[a] + 1 + 2 * margin for a in range(3)]
     if (bmax + 1) * dims[0] * dims[1] * dims[2] >= 2 ** 62:
         raise ValueError(f"coords span too large a box to index: {dims}")
-    idx = CoordIndex(stride, margin, lo, dims, torch.empty(0), torch.empty(0))
+    idx = CoordIndex(stride, margin, lo, dims)
     keys = idx.pack(coords)
-    idx.sorted_keys, idx.perm = torch.sort(keys)
+    cells = (bmax + 1) * dims[0] * dims[1] * dims[2]
+    if cells <= min(TABLE_CELLS_PER_VOXEL * coords.shape[0], TABLE_MAX_CELLS):
+        idx.table = torch.full((cells,), -1, dtype=torch.int32, device=coords.device)
+        idx.table[keys] = torch.arange(coords.shape[0], dtype=torch.int32, device=coords.device)
+    else:
+        idx.sorted_keys, idx.perm = torch.sort(keys)
     cache.indices[(stride, margin)] = idx
     if cache.batch_size is None:
         cache.batch_size = bmax + 1
@@ -112,9 +126,27 @@ def downsample_coords(cache: SparseCache, stride: Triple, conv_stride: Triple) -
         return cache.coords[new]
     c = cache.coords[stride]
     s = torch.tensor((1,) + new, dtype=torch.int32, device=c.device)
-    out = torch.unique(torch.div(c, s, rounding_mode="floor") * s, dim=0)
-    cache.coords[new] = out.contiguous()
+    cache.coords[new] = unique_coords(torch.div(c, s, rounding_mode="floor") * s)
     return cache.coords[new]
+
+
+def unique_coords(coords: torch.Tensor) -> torch.Tensor:
+    """Unique rows of int coords [N, 4], sorted (b, x, y, z); 1-D unique on packed keys."""
+    c = coords.to(torch.int64)
+    lo = c.min(0).values
+    span = c.max(0).values - lo + 1
+    d = span.tolist()
+    if d[0] * d[1] * d[2] * d[3] >= 2 ** 62:
+        return torch.unique(coords, dim=0)
+    q = c - lo
+    keys = ((q[:, 0] * d[1] + q[:, 1]) * d[2] + q[:, 2]) * d[3] + q[:, 3]
+    u = torch.unique(keys)
+    z = u % d[3]
+    u = u // d[3]
+    y = u % d[2]
+    u = u // d[2]
+    out = torch.stack([u // d[1], u % d[1], y, z], 1) + lo
+    return out.to(coords.dtype).contiguous()
 
 
 @dataclass
@@ -158,9 +190,12 @@ class KernelMap:
         return self._nbr
 
 
-def _pairs_from_column(col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out_idx = torch.nonzero(col >= 0).squeeze(1)
-    return col[out_idx], out_idx
+def _pairs_from_columns(cols: torch.Tensor) -> list:
+    """[(in_idx, out_idx)] per row of the [K', n_out] neighbour columns, with one nonzero call."""
+    k_idx, out_idx = torch.nonzero(cols >= 0, as_tuple=True)
+    in_idx = cols[k_idx, out_idx]
+    counts = torch.bincount(k_idx, minlength=cols.shape[0]).tolist()
+    return list(zip(torch.split(in_idx, counts), torch.split(out_idx, counts)))
 
 
 def build_kernel_map(cache: SparseCache, ts: Triple, kernel_size: Triple, conv_stride: Triple,
@@ -178,7 +213,8 @@ def build_kernel_map(cache: SparseCache, ts: Triple, kernel_size: Triple, conv_s
     in_coords = cache.coords[ts]
     device = in_coords.device
     offsets = get_kernel_offsets(kernel_size, ts, dilation, device)
-    reach = max(int(offsets.abs().max().item()) // min(ts), 0) + max(conv_stride) + 1
+    # furthest query from the level's box, in steps: kernel half-width·dilation + down-sampling
+    reach = max((kernel_size[i] // 2) * dilation[i] for i in range(3)) + max(conv_stride) + 1
     index = coord_index(cache, ts, margin=reach)
     out_coords = downsample_coords(cache, ts, conv_stride) if strided else cache.coords[ts]
     out_keys = index.pack(out_coords)
@@ -192,15 +228,13 @@ def build_kernel_map(cache: SparseCache, ts: Triple, kernel_size: Triple, conv_s
         centre = kvol // 2
         identity = centre
         half = list(range(centre))
-        cols = index.find(out_keys[None, :] + deltas[half, None]) if half else None
-        for j, k in enumerate(half):
-            in_idx, out_idx = _pairs_from_column(cols[j])
-            pairs[k] = (in_idx, out_idx)
-            pairs[kvol - 1 - k] = (out_idx, in_idx)
+        if half:
+            found = _pairs_from_columns(index.find(out_keys[None, :] + deltas[half, None]))
+            for k, (in_idx, out_idx) in zip(half, found):
+                pairs[k] = (in_idx, out_idx)
+                pairs[kvol - 1 - k] = (out_idx, in_idx)
     else:
-        cols = index.find(out_keys[None, :] + deltas[:, None])
-        for k in range(kvol):
-            pairs[k] = _pairs_from_column(cols[k])
+        pairs = _pairs_from_columns(index.find(out_keys[None, :] + deltas[:, None]))
     kmap = KernelMap(n_in, n_out, kvol, pairs, identity)
     cache.kmaps[key] = kmap
     return kmap, out_coords, out_stride

@@ -29,7 +29,17 @@ def sparse_quantize(points: ArrayLike, voxel_size: Union[float, Sequence[float]]
     if vs.numel() not in (1, 3) or bool(torch.any(vs <= 0)):
         raise ValueError(f"voxel_size must be a positive float or 3 positive floats, got {voxel_size!r}")
     grid = torch.floor(pts.to(torch.float64) / vs).to(torch.int64)
-    uniq, inverse = torch.unique(grid, dim=0, return_inverse=True)
+    # 1-D unique on packed keys is much faster than unique(dim=0); same lexicographic order
+    lo = grid.min(0).values
+    span = (grid.max(0).values - lo + 1).tolist()
+    if span[0] * span[1] * span[2] < 2 ** 62:
+        q = grid - lo
+        keys, inverse = torch.unique((q[:, 0] * span[1] + q[:, 1]) * span[2] + q[:, 2], return_inverse=True)
+        z = keys % span[2]
+        xy = keys // span[2]
+        uniq = torch.stack([xy // span[1], xy % span[1], z], 1) + lo
+    else:
+        uniq, inverse = torch.unique(grid, dim=0, return_inverse=True)
     # first point of each voxel: minimum point index among those mapping to it
     p = torch.arange(grid.shape[0], device=grid.device)
     index = torch.full((uniq.shape[0],), grid.shape[0], dtype=torch.int64, device=grid.device)

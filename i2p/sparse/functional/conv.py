@@ -49,49 +49,96 @@ def _gmm_grad_w(a: torch.Tensor, go: torch.Tensor, groups: int) -> torch.Tensor:
     return torch.bmm(ag, gg).transpose(0, 1).reshape(cin // groups, cout)
 
 
+def _pair_list(kmap: KernelMap, n: int, device: torch.device):
+    """(k, in_idx, out_idx) for every non-empty, non-identity offset."""
+    return [(k, p[0], p[1]) for k, p in enumerate(kmap.pairs)
+            if p is not None and k != kmap.identity and p[0].numel() > 0]
+
+
+def _max_pairs(pairs) -> int:
+    return max((p[1].numel() for p in pairs), default=0)
+
+
+def conv_forward(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, groups: int) -> torch.Tensor:
+    """out[o] = Σ_k feats[i] · kernel[k] over the pairs (i, o) of offset k.
+
+    One gather buffer and one product buffer are reused across offsets (fresh large tensors
+    per offset cost page faults); the identity centre of a submanifold map is a plain GEMM.
+    """
+    cout = kernel.shape[2]
+    if kmap.identity is not None:
+        out = _gmm(feats, kernel[kmap.identity], groups)
+    else:
+        out = feats.new_zeros(kmap.n_out, cout)
+    pairs = _pair_list(kmap, feats.shape[0], feats.device)
+    m = _max_pairs(pairs)
+    if m == 0:
+        return out
+    gbuf = feats.new_empty(m, feats.shape[1])
+    pbuf = feats.new_empty(m, cout) if groups == 1 else None
+    for k, in_idx, out_idx in pairs:
+        n = in_idx.numel()
+        g = torch.index_select(feats, 0, in_idx, out=gbuf[:n])
+        if groups == 1:
+            prod = torch.mm(g, kernel[k], out=pbuf[:n])
+        else:
+            prod = _gmm(g, kernel[k], groups)
+        out.index_add_(0, out_idx, prod)
+    return out
+
+
+def conv_backward(feats: torch.Tensor, kernel: torch.Tensor, grad_out: torch.Tensor, kmap: KernelMap,
+                  groups: int, need_x: bool, need_w: bool):
+    """Gradients of `conv_forward`: scatter→mm→gather run backwards through the same pairs."""
+    grad_x = grad_w = None
+    if need_w:
+        grad_w = torch.zeros_like(kernel)
+    if kmap.identity is not None:
+        c = kmap.identity
+        if need_w:
+            grad_w[c] = _gmm_grad_w(feats, grad_out, groups)
+        if need_x:
+            grad_x = _gmm_grad_a(grad_out, kernel[c], groups)
+    if need_x and grad_x is None:
+        grad_x = feats.new_zeros(feats.shape)
+    pairs = _pair_list(kmap, feats.shape[0], feats.device)
+    m = _max_pairs(pairs)
+    if m == 0:
+        return grad_x, grad_w
+    gobuf = grad_out.new_empty(m, grad_out.shape[1])
+    xbuf = feats.new_empty(m, feats.shape[1]) if need_w else None
+    pbuf = feats.new_empty(m, feats.shape[1]) if (need_x and groups == 1) else None
+    for k, in_idx, out_idx in pairs:
+        n = in_idx.numel()
+        go = torch.index_select(grad_out, 0, out_idx, out=gobuf[:n])
+        if need_w:
+            xg = torch.index_select(feats, 0, in_idx, out=xbuf[:n])
+            grad_w[k] = _gmm_grad_w(xg, go, groups)
+        if need_x:
+            if groups == 1:
+                prod = torch.mm(go, kernel[k].t(), out=pbuf[:n])
+            else:
+                prod = _gmm_grad_a(go, kernel[k], groups)
+            grad_x.index_add_(0, in_idx, prod)
+    return grad_x, grad_w
+
+
 class _SparseConvFunction(torch.autograd.Function):
     """feats [N_in, Cin], kernel [K, Cin/g, Cout] → [N_out, Cout] through a `KernelMap`."""
 
     @staticmethod
     def forward(ctx, feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, groups: int):
         ctx.kmap, ctx.groups = kmap, groups
-        ctx.save_for_backward(feats, kernel)
-        cout = kernel.shape[2]
         feats = feats.contiguous()
-        if kmap.identity is not None:
-            out = _gmm(feats, kernel[kmap.identity], groups)
-        else:
-            out = feats.new_zeros(kmap.n_out, cout)
-        for k, p in enumerate(kmap.pairs):
-            if p is None or k == kmap.identity or p[0].numel() == 0:
-                continue
-            in_idx, out_idx = p
-            out.index_add_(0, out_idx, _gmm(feats.index_select(0, in_idx), kernel[k], groups))
-        return out
+        kernel = kernel.contiguous()
+        ctx.save_for_backward(feats, kernel)
+        return conv_forward(feats, kernel, kmap, groups)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         feats, kernel = ctx.saved_tensors
-        kmap, groups = ctx.kmap, ctx.groups
-        grad_out = grad_out.contiguous()
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = feats.new_zeros(feats.shape) if need_x else None
-        grad_w = torch.zeros_like(kernel) if need_w else None
-        for k, p in enumerate(kmap.pairs):
-            if p is None or k == kmap.identity:
-                if need_w:
-                    grad_w[k] = _gmm_grad_w(feats, grad_out, groups)
-                if need_x:
-                    grad_x += _gmm_grad_a(grad_out, kernel[k], groups)
-                continue
-            in_idx, out_idx = p
-            if in_idx.numel() == 0:
-                continue
-            go = grad_out.index_select(0, out_idx)
-            if need_w:
-                grad_w[k] = _gmm_grad_w(feats.index_select(0, in_idx), go, groups)
-            if need_x:
-                grad_x.index_add_(0, in_idx, _gmm_grad_a(go, kernel[k], groups))
+        grad_x, grad_w = conv_backward(feats, kernel, grad_out.contiguous(), ctx.kmap, ctx.groups,
+                                       ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return grad_x, grad_w, None, None
 
 
