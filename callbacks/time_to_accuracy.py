@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.trainer.states import TrainerFn
 
 
 class TimeToAccuracy(Callback):
@@ -56,7 +57,8 @@ class TimeToAccuracy(Callback):
         self._run_dir = trainer.log_dir or trainer.default_root_dir  # log_dir broadcasts: all ranks call
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking and not self.monitor.startswith("train"):
+        fitting = trainer.state.fn == TrainerFn.FITTING  # a stand-alone validate() is no milestone
+        if fitting and not trainer.sanity_checking and not self.monitor.startswith("train"):
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -121,6 +121,9 @@ def test_time_to_accuracy_survives_resume(tmp_path):
         report = json.load(f)
     assert report["thresholds"]["0.3"] == before and report["elapsed_seconds"] > saved["elapsed"]
     assert float(trainer.callback_metrics["tta/val/acc@0.3/step"]) == before["step"]
+    fresh = TimeToAccuracy(monitor="val/acc", thresholds=(0.0,))
+    _trainer(tmp_path, [fresh], False).validate(ToyClassifier(), ToyData())
+    assert fresh.reached == {}  # validate() alone is not a point in training time
 
 
 def test_time_to_accuracy_min_mode_and_bad_mode():
