@@ -136,7 +136,8 @@ def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     if len(rest) < nv + nf:
         raise ValueError(f"{path}: truncated OFF file: header says {nv} vertices and {nf} faces, found {len(rest)} lines")
     try:
-        verts = np.array([ln.split()[:3] for ln in rest[:nv]], dtype=np.float64)
+        flat = np.array(" ".join(rest[:nv]).split(), dtype=np.float64)  # vectorised common case
+        verts = flat.reshape(nv, 3) if flat.size == 3 * nv else np.array([ln.split()[:3] for ln in rest[:nv]], dtype=np.float64)
     except ValueError:
         raise ValueError(f"{path}: OFF vertex lines must hold three numbers") from None
     if verts.shape != (nv, 3):
