@@ -187,3 +187,14 @@ def test_generic_reader_errors_name_item():
         ds[2]
     with pytest.raises(ValueError, match=r"/data/label.txt.*'label'.*\[0, 2\)"):
         ds[3]
+
+
+def test_dataset_pickles_for_spawned_workers():
+    import pickle
+
+    d = dm(n=6, augmentation="none")
+    d.trainer = object()  # a trainer is attached during fit; it must not travel to workers
+    ds = d.dataset("val")
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[2]["points"], ds[2]["points"])
+    assert d.trainer is not None  # the original is untouched
