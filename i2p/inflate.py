@@ -33,7 +33,6 @@ DEPTH_AXES = ("y", "z", "x")
 AXIS_ALIASES = {"z-axis": "y", "y-axis": "z", "x-axis": "x"}
 #: depth axis -> (axis that image rows land on, axis that image columns land on)
 PLANE_AXES = {"y": ("z", "x"), "z": ("y", "x"), "x": ("y", "z")}
-_AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
 
 
 def normalize_depth_axis(depth_axis: str) -> str:
