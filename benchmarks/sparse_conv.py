@@ -1,0 +1,471 @@
+"""Speed and memory of the `i2p.sparse` engine (and spconv side by side when importable).
+
+Prints, for a procedurally generated room (about 150k voxels at 2.5 cm, surfaces with
+furniture) and ModelNet-sized batches (32 shapes × 2048 points, voxel 0.05 on unit-sphere
+shapes): kernel-map time, forward / backward ms of a submanifold 3×3×3 conv at 32/64/128
+channels, a 2×2×2 stride-2 down-sample and its transposed up-sample, effective GFLOP/s on the
+useful FLOPs (2·pairs·Cin·Cout forward, twice that backward), the ratio to dense `torch.mm`
+measured in the same run, and peak memory.
+
+Usage: python benchmarks/sparse_conv.py [--reps 5] [--threads 2] [--quick] [--no-spconv] [--no-memory]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from i2p.sparse import Conv3d, SparseTensor, sparse_collate, sparse_quantize  # noqa: E402
+from i2p.sparse.kmap import build_kernel_map  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# procedural data
+
+
+def _sample_box(rng: np.random.Generator, lo, hi, density: float) -> np.ndarray:
+    """Points on the 6 faces of an axis-aligned box, `density` points per m²."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    out = []
+    for axis in range(3):
+        a, b = [i for i in range(3) if i != axis]
+        area = (hi[a] - lo[a]) * (hi[b] - lo[b])
+        for side in (lo[axis], hi[axis]):
+            n = rng.poisson(area * density)
+            p = np.empty((n, 3))
+            p[:, a] = rng.uniform(lo[a], hi[a], n)
+            p[:, b] = rng.uniform(lo[b], hi[b], n)
+            p[:, axis] = side
+            out.append(p)
+    return np.concatenate(out)
+
+
+def _sample_cylinder(rng, centre, radius, height, density) -> np.ndarray:
+    """Points on a vertical cylinder's side and caps."""
+    n = rng.poisson(2 * math.pi * radius * height * density)
+    t = rng.uniform(0, 2 * math.pi, n)
+    side = np.stack([radius * np.cos(t), radius * np.sin(t), rng.uniform(0, height, n)], 1)
+    m = rng.poisson(math.pi * radius ** 2 * density)
+    r = radius * np.sqrt(rng.uniform(0, 1, 2 * m))
+    t = rng.uniform(0, 2 * math.pi, 2 * m)
+    caps = np.stack([r * np.cos(t), r * np.sin(t), np.repeat([0.0, height], m)], 1)
+    return np.concatenate([side, caps]) + np.asarray(centre, float)
+
+
+def _sample_sphere(rng, centre, radius, density) -> np.ndarray:
+    n = rng.poisson(4 * math.pi * radius ** 2 * density)
+    v = rng.normal(size=(n, 3))
+    return radius * v / np.linalg.norm(v, axis=1, keepdims=True) + np.asarray(centre, float)
+
+
+def _rot_z(p: np.ndarray, angle: float, about) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    q = p - about
+    return np.stack([c * q[:, 0] - s * q[:, 1], s * q[:, 0] + c * q[:, 1], q[:, 2]], 1) + about
+
+
+def room_cloud(seed: int = 0, density: float = 4000.0, noise: float = 0.002) -> np.ndarray:
+    """A 4 × 3.5 × 2.6 m room: floor, ceiling, walls, tables, chairs, shelves, sofa, lamps, bins.
+
+    Furniture is rotated about z at random angles so surfaces cut the voxel grid obliquely, and
+    points get Gaussian noise (sensor-like thickness); both raise the neighbour count above the
+    9 of an axis-aligned plane. The room is shifted off the voxel grid so that walls do not lie
+    exactly on voxel boundaries (which would double every wall's thickness).
+    """
+    rng = np.random.default_rng(seed)
+    W, D, H = 4.0, 3.5, 2.6
+    parts = [_sample_box(rng, (0, 0, 0), (W, D, H), density)]  # floor, ceiling, 4 walls
+    for _ in range(2):  # tables: top + 4 legs
+        cx, cy, a = rng.uniform(0.8, W - 0.8), rng.uniform(0.8, D - 0.8), rng.uniform(0, math.pi)
+        w, d = rng.uniform(0.8, 1.6), rng.uniform(0.6, 0.9)
+        t = [_sample_box(rng, (cx - w / 2, cy - d / 2, 0.72), (cx + w / 2, cy + d / 2, 0.76), density)]
+        for sx in (-1, 1):
+            for sy in (-1, 1):
+                t.append(_sample_cylinder(rng, (cx + sx * (w / 2 - 0.05), cy + sy * (d / 2 - 0.05), 0), 0.025, 0.72, density))
+        parts.append(_rot_z(np.concatenate(t), a, np.array([cx, cy, 0])))
+    for _ in range(5):  # chairs: seat, back, legs
+        cx, cy, a = rng.uniform(0.4, W - 0.4), rng.uniform(0.4, D - 0.4), rng.uniform(0, 2 * math.pi)
+        c = [_sample_box(rng, (cx - 0.22, cy - 0.22, 0.43), (cx + 0.22, cy + 0.22, 0.46), density),
+             _sample_box(rng, (cx - 0.22, cy + 0.19, 0.46), (cx + 0.22, cy + 0.22, 0.9), density)]
+        for sx in (-1, 1):
+            for sy in (-1, 1):
+                c.append(_sample_cylinder(rng, (cx + sx * 0.19, cy + sy * 0.19, 0), 0.015, 0.43, density))
+        parts.append(_rot_z(np.concatenate(c), a, np.array([cx, cy, 0])))
+    for i in range(2):  # shelves against the walls: a box with 4 boards
+        x0 = 0.3 + i * 1.3
+        s = [_sample_box(rng, (x0, D - 0.4, 0), (x0 + 0.9, D - 0.02, 2.0), density)]
+        for z in (0.5, 1.0, 1.5):
+            s.append(_sample_box(rng, (x0, D - 0.4, z), (x0 + 0.9, D - 0.02, z + 0.02), density))
+        parts.append(np.concatenate(s))
+    sofa = np.concatenate([_sample_box(rng, (0.05, 0.3, 0), (0.95, 2.3, 0.45), density),
+                           _sample_box(rng, (0.05, 0.3, 0.45), (0.25, 2.3, 0.85), density)])
+    parts.append(_rot_z(sofa, 0.15, np.array([0.5, 1.3, 0])))
+    for _ in range(4):  # lamps and bins
+        cx, cy = rng.uniform(0.3, W - 0.3), rng.uniform(0.3, D - 0.3)
+        parts.append(_sample_cylinder(rng, (cx, cy, 0), rng.uniform(0.1, 0.2), rng.uniform(0.3, 0.6), density))
+        parts.append(_sample_sphere(rng, (cx, cy, rng.uniform(1.2, 1.8)), rng.uniform(0.1, 0.25), density))
+    pts = np.concatenate(parts)
+    pts += rng.normal(scale=noise, size=pts.shape) + np.array([0.0113, 0.0071, 0.0137])
+    return pts.astype(np.float32)
+
+
+def shape_cloud(rng: np.random.Generator, n: int = 2048) -> np.ndarray:
+    """One ModelNet-like shape: a random primitive surface (or two), rotated, in the unit sphere."""
+    kind = rng.integers(0, 4)
+    if kind == 0:
+        p = _sample_box(rng, -rng.uniform(0.2, 1, 3), rng.uniform(0.2, 1, 3), 1.0e4)
+    elif kind == 1:
+        p = _sample_cylinder(rng, (0, 0, -0.5), rng.uniform(0.2, 0.6), rng.uniform(0.5, 1.5), 1.0e4)
+    elif kind == 2:
+        p = _sample_sphere(rng, (0, 0, 0), 1.0, 1.0e4) * rng.uniform(0.3, 1, 3)
+    else:
+        p = np.concatenate([_sample_box(rng, (-1, -0.6, -0.05), (1, 0.6, 0.05), 1.0e4),
+                            _sample_cylinder(rng, (0, 0, -1), 0.08, 1.0, 1.0e4)])
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    p = p[rng.choice(len(p), n, replace=len(p) < n)] @ q.T
+    p -= p.mean(0)
+    return (p / np.linalg.norm(p, axis=1).max()).astype(np.float32)
+
+
+def make_inputs(channels: int):
+    """{name: (SparseTensor, description)} at `channels` input features."""
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    pts = room_cloud()
+    coords, _, _ = sparse_quantize(pts, 0.025)
+    x, _ = sparse_collate([(coords, torch.randn(len(coords), channels, generator=g))])
+    out["room"] = x
+    rng = np.random.default_rng(1)
+    samples = []
+    for _ in range(32):
+        c, _, _ = sparse_quantize(shape_cloud(rng), 0.05)
+        samples.append((c, torch.randn(len(c), channels, generator=g)))
+    out["modelnet"] = sparse_collate(samples)[0]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+CASES = ("subm3", "down2", "up2")
+
+
+def _time(fn: Callable[[], object], reps: int) -> float:
+    """Median wall ms of `fn` over `reps` runs after one warm-up (min is too optimistic on a shared box)."""
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(ts)
+
+
+def dense_mm_gflops(channels: int, reps: int) -> float:
+    a = torch.randn(65536, channels)
+    w = torch.randn(channels, channels)
+    ms = _time(lambda: torch.mm(a, w), max(reps, 10))
+    return 2 * 65536 * channels * channels / ms / 1e6
+
+
+class Ours:
+    name = "i2p.sparse"
+
+    def __init__(self, x: SparseTensor, channels: int) -> None:
+        torch.manual_seed(0)
+        self.x, self.c = x, channels
+        self.sub = Conv3d(channels, channels, 3)
+        self.down = Conv3d(channels, channels, 2, stride=2)
+        self.up = Conv3d(channels, channels, 2, stride=2, transposed=True)
+
+    def fresh(self) -> SparseTensor:
+        """The input with an empty cache (so kernel maps are rebuilt)."""
+        return SparseTensor(self.x.feats, self.x.coords)
+
+    def kmap(self, case: str) -> None:
+        x = self.fresh()
+        if case == "subm3":
+            build_kernel_map(x.cache, x.stride, (3, 3, 3), (1, 1, 1), (1, 1, 1))
+        else:  # the up-sample reuses the down-sample's map (transposed): same build
+            build_kernel_map(x.cache, x.stride, (2, 2, 2), (2, 2, 2), (1, 1, 1))
+
+    def prepare(self, case: str):
+        """(input, layer, pairs) with the kernel map already cached."""
+        x = self.fresh()
+        if case == "subm3":
+            inp, layer = x, self.sub
+        elif case == "down2":
+            inp, layer = x, self.down
+        else:
+            inp, layer = self.down(x).detach(), self.up
+        layer(inp)
+        key = [k for k in inp.cache.kmaps if k[1] == ((3,) * 3 if case == "subm3" else (2,) * 3)][0]
+        return inp, layer, inp.cache.kmaps[key].num_pairs
+
+    def step(self, inp, layer, grad: torch.Tensor | None):
+        f = inp.feats.detach().requires_grad_(True)
+        y = layer(inp.replace(f))
+        if grad is not None:
+            y.feats.backward(grad)
+        return y.feats
+
+
+class Spconv:
+    name = "spconv"
+
+    def __init__(self, x: SparseTensor, channels: int, ours: Ours) -> None:
+        import spconv.pytorch as sp
+        import spconv.pytorch.cppcore as cc
+        import spconv.pytorch.hash as hh
+        import spconv.pytorch.ops as ops
+        import spconv.pytorch.utils as uu
+        for m in (cc, ops, hh, uu):  # the CPU path needs no CUDA stream
+            m.get_current_stream = lambda: 0
+        self.sp = sp
+        c = x.coords.clone()
+        # spconv needs non-negative indices: shift by a multiple of 8 so down-sampling cells agree
+        c[:, 1:] -= torch.div(c[:, 1:].min(0).values, 8, rounding_mode="floor") * 8
+        self.indices = c.int().contiguous()
+        self.shape = (c[:, 1:].max(0).values + 2).tolist()
+        self.batch = x.batch_size
+        self.feats = x.feats
+        self.sub = sp.SubMConv3d(channels, channels, 3, bias=False, indice_key="s")
+        self.down = sp.SparseConv3d(channels, channels, 2, stride=2, bias=False, indice_key="d")
+        self.up = sp.SparseInverseConv3d(channels, channels, 2, bias=False, indice_key="d")
+        with torch.no_grad():  # same weights as ours: spconv 2.x keeps [out, kx, ky, kz, in]
+            for mine, theirs, k in ((ours.sub, self.sub, 3), (ours.down, self.down, 2), (ours.up, self.up, 2)):
+                w = mine.kernel.detach()
+                w = w.view(k, k, k, channels, channels).permute(4, 2, 1, 0, 3) if k % 2 else \
+                    w.view(k, k, k, channels, channels).permute(4, 0, 1, 2, 3)
+                theirs.weight.copy_(w.reshape(theirs.weight.shape))
+
+    def fresh(self):
+        return self.sp.SparseConvTensor(self.feats, self.indices, self.shape, self.batch)
+
+    def kmap(self, case: str) -> None:
+        raise NotImplementedError  # measured as first forward minus cached forward
+
+    def prepare(self, case: str):
+        x = self.fresh()
+        if case == "subm3":
+            inp, layer = x, self.sub
+        elif case == "down2":
+            inp, layer = x, self.down
+        else:
+            d = self.down(x)
+            inp, layer = d.replace_feature(d.features.detach()), self.up
+        layer(inp)
+        return inp, layer, None
+
+    def step(self, inp, layer, grad):
+        f = inp.features.detach().requires_grad_(True)
+        y = layer(inp.replace_feature(f))
+        if grad is not None:
+            y.features.backward(grad)
+        return y.features
+
+    def first_forward(self, case: str):
+        """Forward on a fresh tensor: kernel map included."""
+        x = self.fresh()
+        if case == "subm3":
+            return self.sub(x)
+        if case == "down2":
+            return self.down(x)
+        d = self.down(self.fresh())
+        return self.up(d.replace_feature(d.features.detach()))
+
+
+def bench_engine(eng, case: str, reps: int) -> dict:
+    inp, layer, pairs = eng.prepare(case)
+    y = eng.step(inp, layer, None)
+    grad = torch.randn_like(y)
+    fwd = _time(lambda: eng.step(inp, layer, None), reps)
+    both = _time(lambda: eng.step(inp, layer, grad), reps)
+    if isinstance(eng, Ours):
+        km = _time(lambda: eng.kmap(case), reps)
+    else:
+        first = _time(lambda: eng.first_forward(case), reps)
+        if case == "up2":  # first_forward also ran the down-sample: subtract its cached forward
+            first -= _time(lambda: eng.step(*eng.prepare("down2")[:2], None), reps)
+        km = max(first - fwd, 0.0)
+    return {"kmap": km, "fwd": fwd, "bwd": max(both - fwd, 0.0), "pairs": pairs, "out": y}
+
+
+# ---------------------------------------------------------------------------------------------
+# peak memory: each (engine, case) once in a fresh process
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _child_memory(path: str, engine: str, case: str, channels: int, threads: int) -> None:
+    """Runs in a fresh process: prints the peak RSS growth (MB) over kernel map + forward + backward.
+
+    RSS is sampled every 0.5 ms by a thread (tracemalloc does not see torch's allocations and
+    `ru_maxrss` also remembers the peaks of start-up); large buffers are mmapped by the
+    allocator, so RSS follows what is live.
+    """
+    import threading
+    torch.set_num_threads(threads)
+    data = torch.load(path)
+    x = SparseTensor(data["feats"][:, :channels].contiguous(), data["coords"])
+    ours = Ours(x, channels)
+    eng = ours if engine == "ours" else Spconv(x, channels, ours)
+    base = _rss_mb()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    inp, layer, _ = eng.prepare(case)
+    y = eng.step(inp, layer, None)
+    eng.step(inp, layer, torch.ones_like(y))
+    done.set()
+    t.join()
+    print(f"PEAK {max(peak[0], _rss_mb()) - base:.1f}")
+
+
+def peak_memory(x: SparseTensor, engine: str, case: str, channels: int, threads: int, tmp: str) -> float:
+    torch.save({"feats": x.feats, "coords": x.coords}, tmp)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child-memory", tmp, engine, case,
+                          str(channels), str(threads)], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("PEAK"):
+            return float(line.split()[1])
+    return float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+def spconv_available() -> bool:
+    try:
+        import spconv.pytorch  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def _check_same(ours_y: torch.Tensor, sp_y: torch.Tensor, ours_inp, sp_inp, case: str) -> float:
+    """Max |ours − spconv| (rows matched by coordinates), to show both compute the same conv."""
+    if case == "down2":
+        return float("nan")  # output orders differ; subm3 and up2 (input order) are compared
+    return float((ours_y.detach() - sp_y.detach()).abs().max())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="64 channels only, 3 repetitions")
+    ap.add_argument("--no-spconv", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--child-memory", nargs=5, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_memory:
+        path, engine, case, c, th = args.child_memory
+        _child_memory(path, engine, case, int(c), int(th))
+        return
+    reps = 3 if args.quick else args.reps
+    widths = (64,) if args.quick else (32, 64, 128)
+    use_sp = spconv_available() and not args.no_spconv
+    tmp = os.path.join("/tmp", f"i2p_sparse_bench_{os.getpid()}.pt")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+          f"spconv {'yes' if use_sp else 'not importable'}; median of {reps} runs")
+    torch.set_num_threads(args.threads)
+    inputs = make_inputs(max(widths))
+    dense = {c: dense_mm_gflops(c, reps) for c in widths}
+    print("dense torch.mm [65536, C] x [C, C] at %d threads: %s GFLOP/s" %
+          (args.threads, ", ".join(f"C={c}: {g:.0f}" for c, g in dense.items())))
+    for name, x in inputs.items():
+        km = build_kernel_map(SparseTensor(x.feats, x.coords).cache, (1, 1, 1), (3,) * 3, (1,) * 3, (1,) * 3)[0]
+        print(f"\n{name}: {len(x)} voxels, batch {x.batch_size}, {km.num_pairs / len(x):.2f} active neighbours "
+              "per voxel (3x3x3, centre included)")
+    header = (f"{'cloud':8s} {'case':6s} {'C':>4s} {'engine':10s} {'thr':>3s} {'kmap':>7s} {'fwd':>8s} {'bwd':>8s} "
+              f"{'total':>8s} {'GF/s f':>7s} {'GF/s b':>7s} {'%dense':>6s} {'peakMB':>7s} {'|diff|':>8s}")
+    print("\n(times in ms; total = kmap + fwd + bwd; GF/s on useful FLOPs 2*pairs*Cin*Cout fwd, twice that bwd;"
+          "\n %dense = (fwd+bwd) GF/s over dense torch.mm GF/s at the same thread count and C;"
+          "\n peakMB = peak RSS growth over kmap+fwd+bwd in a fresh process, RSS sampled every 0.5 ms;"
+          "\n |diff| = max |output - i2p.sparse output|, same weights (down2 rows are ordered differently))")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for name, x0 in inputs.items():
+        for c in widths:
+            x = SparseTensor(x0.feats[:, :c].contiguous(), x0.coords)
+            cases = CASES if c == 64 else ("subm3",)
+            ours = Ours(x, c)
+            sp = Spconv(x, c, ours) if use_sp else None
+            for case in cases:
+                configs = [(ours, args.threads)]
+                if args.threads != 1:
+                    configs.append((ours, 1))
+                if sp is not None:
+                    configs += [(sp, 1), (sp, 2)]
+                ref_out = None
+                for eng, th in configs:
+                    torch.set_num_threads(th)
+                    r = bench_engine(eng, case, reps)
+                    torch.set_num_threads(args.threads)
+                    pairs = r["pairs"] if r["pairs"] is not None else ours_pairs
+                    if eng is ours:
+                        ours_pairs = pairs
+                        ref_out = r["out"] if ref_out is None else ref_out
+                    diff = _check_same(ref_out, r["out"], None, None, case) if eng is not ours else 0.0
+                    gf_f = 2 * pairs * c * c / r["fwd"] / 1e6
+                    gf_b = 4 * pairs * c * c / max(r["bwd"], 1e-9) / 1e6
+                    gf_t = 6 * pairs * c * c / (r["fwd"] + r["bwd"]) / 1e6
+                    dense_th = dense[c] if th == args.threads else None
+                    if dense_th is None:
+                        torch.set_num_threads(th)
+                        dense_th = dense_mm_gflops(c, reps)
+                        torch.set_num_threads(args.threads)
+                    mem = float("nan")
+                    if not args.no_memory and ((eng is ours and th == args.threads) or (eng is not ours and th == 1)):
+                        mem = peak_memory(x, "ours" if eng is ours else "spconv", case, c, th, tmp)
+                    row = dict(cloud=name, case=case, c=c, engine=eng.name, th=th, total=r["kmap"] + r["fwd"] + r["bwd"],
+                               **{k: r[k] for k in ("kmap", "fwd", "bwd")}, gf_f=gf_f, gf_b=gf_b,
+                               pct=100 * gf_t / dense_th, mem=mem, diff=diff)
+                    rows.append(row)
+                    print(f"{name:8s} {case:6s} {c:4d} {eng.name:10s} {th:3d} {r['kmap']:7.1f} {r['fwd']:8.1f} "
+                          f"{r['bwd']:8.1f} {row['total']:8.1f} {gf_f:7.1f} {gf_b:7.1f} {row['pct']:6.1f} "
+                          f"{mem:7.1f} {diff:8.1e}", flush=True)
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    target = [r for r in rows if r["cloud"] == "room" and r["case"] == "subm3" and r["c"] == 64]
+    mine = [r for r in target if r["engine"] == "i2p.sparse" and r["th"] == args.threads]
+    sp1 = [r for r in target if r["engine"] == "spconv" and r["th"] == 1]
+    sp2 = [r for r in target if r["engine"] == "spconv" and r["th"] == 2]
+    if mine:
+        m = mine[0]
+        print(f"\ntarget (room, SubMConv 3x3x3 64->64, fwd+bwd+kmap, {args.threads} threads): "
+              f"{m['total']:.0f} ms, {m['pct']:.0f}% of dense GEMM GFLOP/s (goal >= 40%)")
+        if sp1:
+            print(f"  vs spconv 1 thread (correct): {sp1[0]['total'] / m['total']:.2f}x faster (goal >= 1.5x)")
+        if sp2:
+            print(f"  vs spconv 2 threads (reference; races, spconv #679): {sp2[0]['total'] / m['total']:.2f}x faster (goal > 1x)")
+
+
+if __name__ == "__main__":
+    main()
