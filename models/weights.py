@@ -52,6 +52,14 @@ class TransferReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def details(self) -> str:
+        """Every key, one per line, grouped: used, dropped by design, left fresh."""
+        parts = [str(self)]
+        for title, keys in (("used", self.used), ("dropped", self.dropped), ("fresh (3D)", self.fresh)):
+            parts.append(f"{title}: {len(keys)}")
+            parts.extend(f"  {k}" for k in keys)
+        return "\n".join(parts)
+
 
 def _heads(keys: list[str]) -> str:
     """Module prefixes of keys, for a compact summary (`conv1, bn1, head`)."""

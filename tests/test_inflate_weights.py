@@ -57,6 +57,7 @@ def test_local_timm_checkpoint_file(tmp_path):
     assert set(report.used) == set(sd2d) - set(report.dropped)
     assert {k.split(".")[0] for k in report.fresh} == {"conv1", "bn1", "head"}
     assert "conv1" in str(report) and "head" in str(report)
+    assert all(k in report.details() for k in list(sd2d) + report.fresh)
 
 
 @pytest.mark.parametrize("wrap", ["state_dict", "model", "ddp", "safetensors", "module", "mapping"])

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=24, help="--verify image width")
     p.add_argument("--tolerance", type=float, default=1e-4, help="--verify: largest relative error allowed")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--list-keys", action="store_true", help="print every key used, dropped and left fresh")
     return p
 
 
@@ -91,7 +92,7 @@ def write(args: argparse.Namespace) -> int:
     else:
         torch.save({"state_dict": state, "i2p_inflate": meta}, out)
     n = sum(v.numel() for v in state.values())
-    print(f"{report}")
+    print(report.details() if args.list_keys else str(report))
     print(f"wrote {out} ({n:,} tensor elements, {out.stat().st_size / 2**20:.1f} MiB) in "
           f"{time.perf_counter() - t0:.1f}s")
     return 0
