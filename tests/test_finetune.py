@@ -129,3 +129,38 @@ def test_stem_inflate_is_copied():
     assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"head"}
     model.train()
     assert not model.bn1.training
+
+
+@pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")  # intended: the frozen BN layers
+@pytest.mark.filterwarnings("ignore:.*does not have many workers")
+def test_frozen_bn_through_lightning_fit(tmp_path):
+    """Lightning calls model.train() at every epoch start: frozen BN layers must still be in eval
+    mode in every training step, and their running statistics must not move."""
+    import pytorch_lightning as pl
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.backbone = small()
+            apply_regime(self.backbone, "io")
+            self.seen = []
+
+        def training_step(self, data, _):
+            x, y = batch(int(data[0]))
+            self.seen.append({n for n, m in bn_modules(self.backbone).items() if not m.training})
+            return nn.functional.cross_entropy(self.backbone(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(trainable_parameters(self), lr=0.1)
+
+    module = Module()
+    frozen = frozen_expected(module.backbone, "io")
+    stats0 = {n: m.running_mean.clone() for n, m in bn_modules(module.backbone).items()}
+    loader = torch.utils.data.DataLoader(torch.arange(2.0), batch_size=1)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         num_sanity_val_steps=0)
+    trainer.fit(module, loader)
+    assert len(module.seen) == 4 and all(s == frozen for s in module.seen)
+    moved = {n for n, m in bn_modules(module.backbone).items() if not torch.equal(m.running_mean, stats0[n])}
+    assert moved == set(bn_modules(module.backbone)) - frozen
