@@ -97,8 +97,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=("counts", "inflate", "planar"))
     p.add_argument("--model", default="resnet152", help="model for the inflation cost")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the planar check "
+                   "(1 is much faster on a loaded machine)")
     p.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     if args.measure:
         print(json.dumps(_measure(*args.measure)))
         return
