@@ -10,6 +10,7 @@ from typing import Sequence, Union
 
 import torch
 
+from .. import native
 from ..kmap import KernelMap, build_kernel_map
 from ..tensor import SparseTensor, to_triple
 
@@ -74,6 +75,10 @@ def conv_forward(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, gro
     m = _max_pairs(pairs)
     if m == 0:
         return out
+    if groups == 1 and native.usable(feats, kernel, out):
+        for k, in_idx, out_idx in pairs:
+            native.gemm_scatter(feats, kernel[k], out, in_idx, out_idx)
+        return out
     gbuf = feats.new_empty(m, feats.shape[1])
     pbuf = feats.new_empty(m, cout) if groups == 1 else None
     for k, in_idx, out_idx in pairs:
@@ -104,6 +109,14 @@ def conv_backward(feats: torch.Tensor, kernel: torch.Tensor, grad_out: torch.Ten
     pairs = _pair_list(kmap, feats.shape[0], feats.device)
     m = _max_pairs(pairs)
     if m == 0:
+        return grad_x, grad_w
+    if groups == 1 and native.usable(feats, kernel, grad_out):
+        scratch = feats.new_empty(torch.get_num_threads(), kernel.shape[1], kernel.shape[2])
+        for k, in_idx, out_idx in pairs:
+            if need_w:
+                native.wgrad(feats, grad_out, grad_w[k], in_idx, out_idx, scratch)
+            if need_x:  # grad_x[in] += grad_out[out] @ kernel[k]ᵀ: the same kernel, pairs swapped
+                native.gemm_scatter(grad_out, kernel[k].t().contiguous(), grad_x, out_idx, in_idx)
         return grad_x, grad_w
     gobuf = grad_out.new_empty(m, grad_out.shape[1])
     xbuf = feats.new_empty(m, feats.shape[1]) if need_w else None
