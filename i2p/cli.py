@@ -90,14 +90,30 @@ class I2PCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def run_lightning(args: Sequence[str] | None = None, **kwargs: Any) -> I2PCLI:
+def run_lightning(args: Sequence[str] | None = None, cli_class: type[I2PCLI] = I2PCLI, **kwargs: Any) -> I2PCLI:
     """Build (and by default run) the LightningCLI; ``args=None`` reads ``sys.argv``."""
     kwargs.setdefault("save_config_callback", LogConfigCallback)
     kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False, "config_filename": "i2p_config.yaml"})
     kwargs.setdefault("seed_everything_default", 0)
     kwargs.setdefault("auto_configure_optimizers", False)
     kwargs.setdefault("parser_kwargs", {"description": _description()})
-    return I2PCLI(args=None if args is None else list(args), **kwargs)
+    return cli_class(args=None if args is None else list(args), **kwargs)
+
+
+class _ParseOnlyCLI(I2PCLI):
+    def instantiate_classes(self) -> None:
+        """Nothing: parsing (and validating) the config is the whole job."""
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+def parse_config(args: Sequence[str]) -> Any:
+    """The validated config namespace of ``args`` (e.g. ``["fit", "--config", path]``), nothing built.
+
+    Classes are imported and ``init_args`` type-checked, but no model, data or trainer is created.
+    """
+    return run_lightning(args, cli_class=_ParseOnlyCLI).config
 
 
 def _description() -> str:
