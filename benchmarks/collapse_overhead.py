@@ -70,7 +70,12 @@ def main() -> None:
     p.add_argument("--pretrained", default=PRETRAINED)
     p.add_argument("--stand-in", action="store_true", help="dense toy model: overhead only")
     p.add_argument("--out", default="runs/collapse_overhead.json")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a loaded box)")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rows = []
     print(f"{'regime':8} ep  val/acc  nc1(tr)   ncc_mm(tr)  nc1(val)  ncc_mm(val)  epoch_s  nc_s  overhead")
     for regime in ["stand-in"] if args.stand_in else args.regimes:

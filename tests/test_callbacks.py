@@ -17,6 +17,15 @@ from i2p.collapse import CollapseStats
 
 
 @pytest.fixture(autouse=True)
+def one_thread():
+    """Two OpenMP threads on a loaded 2-core box are far slower than one; restore afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def offline_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
