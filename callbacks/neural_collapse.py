@@ -21,6 +21,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
+from callbacks.run_dir import run_directory
 from i2p.collapse import CollapseStats, reduce_and_compute
 
 #: keys logged as ``nc/<split>/<key>`` at every active epoch (NaN where undefined)
@@ -91,7 +92,7 @@ class NeuralCollapse(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._run_dir = trainer.log_dir or trainer.default_root_dir  # log_dir broadcasts: all ranks call
+        self._run_dir = run_directory(trainer)  # collective: all ranks call
         self._train_loader = None
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

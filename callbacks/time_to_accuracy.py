@@ -17,6 +17,8 @@ from typing import Any
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.trainer.states import TrainerFn
 
+from callbacks.run_dir import run_directory
+
 
 class TimeToAccuracy(Callback):
     """Record and log ``tta/<monitor>@<threshold>/{epoch,step,seconds}``; write ``filename`` (JSON).
@@ -54,7 +56,7 @@ class TimeToAccuracy(Callback):
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._t0 = time.monotonic()
-        self._run_dir = trainer.log_dir or trainer.default_root_dir  # log_dir broadcasts: all ranks call
+        self._run_dir = run_directory(trainer)  # collective: all ranks call
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING  # a stand-alone validate() is no milestone

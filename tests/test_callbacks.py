@@ -51,7 +51,7 @@ def test_fit_with_all_callbacks_logs_everything(tmp_path, monkeypatch):
     tta = TimeToAccuracy(monitor="val/acc", thresholds=(0.3, 0.5, 1.01))
     media = WandbMedia(num_clouds=3, max_points=10)
     model, data = ToyClassifier(frozen_bn=True), ToyData()
-    trainer = _trainer(tmp_path, [nc, media, tta], [csv, wb])
+    trainer = _trainer(tmp_path, [nc, media, tta], [wb, csv])  # W&B first, as the i2p CLI does
     trainer.fit(model, data)
     wb.experiment.finish()
 
@@ -77,7 +77,8 @@ def test_fit_with_all_callbacks_logs_everything(tmp_path, monkeypatch):
     for key in ("nc1", "cdnv", "ncc_mismatch", "nc3"):
         assert math.isclose(float(m[f"nc/train/{key}"]), expect[key], rel_tol=1e-5), key
 
-    run_dir = csv.log_dir
+    run_dir = os.path.join(str(tmp_path), "i2p-test", wb.version)  # per run, beside checkpoints/
+    assert os.path.isdir(os.path.join(run_dir, "checkpoints"))
     assert os.path.getsize(os.path.join(run_dir, "neural_collapse.png")) > 1000
     with open(os.path.join(run_dir, "time_to_accuracy.json")) as f:
         report = json.load(f)
