@@ -179,7 +179,8 @@ class NeuralCollapse(Callback):
                     ax.plot(*zip(*pts), marker="o", label=split)
             ax.set_title(key)
             ax.set_xlabel("epoch")
-            if key in ("nc1", "cdnv") and ax.has_data():
+            values = [v for c in self.history.values() for _, v in c.get(key, []) if math.isfinite(v)]
+            if key in ("nc1", "cdnv") and values and min(values) > 0:
                 ax.set_yscale("log")
             if ax.has_data():
                 ax.legend()
