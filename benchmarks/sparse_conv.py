@@ -381,8 +381,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="64 channels only, 3 repetitions")
     ap.add_argument("--no-spconv", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--omp-passive", action="store_true",
+                    help="re-run with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of "
+                         "spinning): on a machine shared with other jobs, spinning threads of every "
+                         "engine steal the cores they wait for")
     ap.add_argument("--child-memory", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.omp_passive and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
     if args.child_memory:
         path, engine, case, c, th = args.child_memory
         _child_memory(path, engine, case, int(c), int(th))
@@ -391,7 +398,10 @@ def main() -> None:
     widths = (64,) if args.quick else (32, 64, 128)
     use_sp = spconv_available() and not args.no_spconv
     tmp = os.path.join("/tmp", f"i2p_sparse_bench_{os.getpid()}.pt")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+    from i2p.sparse import native
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}; i2p.sparse compiled kernels: "
+          f"{'yes' if native.lib() is not None else 'no (pure PyTorch)'}; "
           f"spconv {'yes' if use_sp else 'not importable'}; median of {reps} runs")
     torch.set_num_threads(args.threads)
     inputs = make_inputs(max(widths))

@@ -4,7 +4,9 @@ Built on first use with the system C compiler into a per-user cache, keyed by th
 compiler and the CPU's flags (the build uses `-march=native`). Anything missing — no compiler,
 no OpenMP, a failed build, `I2P_SPARSE_NATIVE=0` — leaves `lib()` returning None and the engine
 on its pure PyTorch path, which is also the tests' oracle. No Python headers or torch headers
-are needed, so a build takes about a second.
+are needed, so a build takes about a second. In a process that imported torch the kernels run
+on torch's own OpenMP runtime (same `libgomp.so.1`), so they share its thread pool and
+`torch.set_num_threads`.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ static int omp_get_thread_num(void) { return 0; }
 
 #define R 4   /* rows per register block */
 #define TW 64 /* output columns per tile */
+#define PF 16 /* prefetch distance in rows */
 
 static inline void tile_generic(const float *const *xr, const float *w, int64_t cin, int64_t cout,
                                 int64_t t0, int64_t tw, float acc[R][TW]) {
@@ -37,7 +38,7 @@ static inline void tile_generic(const float *const *xr, const float *w, int64_t 
 void pairs_gemm_scatter(const float *restrict x, const float *restrict w, float *restrict out,
                         const int64_t *restrict in_idx, const int64_t *restrict out_idx,
                         int64_t n, int64_t cin, int64_t cout, int nthreads) {
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads)
     for (int64_t r0 = 0; r0 < n; r0 += R) {
         const int64_t nr = (n - r0) < R ? (n - r0) : R;
         const float *xr[R];
@@ -46,6 +47,14 @@ void pairs_gemm_scatter(const float *restrict x, const float *restrict w, float 
             int64_t rr = r < nr ? r : 0;
             xr[r] = x + in_idx[r0 + rr] * cin;
             orow[r] = out + out_idx[r0 + rr] * cout;
+        }
+        if (r0 + PF + R <= n) { /* prefetch rows a few blocks ahead (gathers are latency-bound) */
+            for (int r = 0; r < R; ++r) {
+                const char *px = (const char *)(x + in_idx[r0 + PF + r] * cin);
+                const char *po = (const char *)(out + out_idx[r0 + PF + r] * cout);
+                for (int64_t b = 0; b < cin * 4; b += 64) __builtin_prefetch(px + b, 0, 3);
+                for (int64_t b = 0; b < cout * 4; b += 64) __builtin_prefetch(po + b, 1, 3);
+            }
         }
         for (int64_t t0 = 0; t0 < cout; t0 += TW) {
             const int64_t tw = (cout - t0) < TW ? (cout - t0) : TW;
@@ -99,10 +108,16 @@ void pairs_wgrad(const float *restrict x, const float *restrict go, float *restr
         float *acc = scratch + wsz * omp_get_thread_num();
         float (*xt)[B] = malloc(sizeof(float) * cin * B);  /* transposed gathered x block */
         float (*gb)[cout] = malloc(sizeof(float) * B * cout);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t r0 = 0; r0 < n; r0 += B) {
             const int64_t nr = (n - r0) < B ? (n - r0) : B;
             for (int64_t b = 0; b < nr; ++b) {
+                if (r0 + b + PF < n) {
+                    const char *px = (const char *)(x + in_idx[r0 + b + PF] * cin);
+                    const char *pg = (const char *)(go + out_idx[r0 + b + PF] * cout);
+                    for (int64_t q = 0; q < cin * 4; q += 64) __builtin_prefetch(px + q, 0, 3);
+                    for (int64_t q = 0; q < cout * 4; q += 64) __builtin_prefetch(pg + q, 0, 3);
+                }
                 const float *xs = x + in_idx[r0 + b] * cin;
                 for (int64_t c = 0; c < cin; ++c) xt[c][b] = xs[c];
                 memcpy(gb[b], go + out_idx[r0 + b] * cout, sizeof(float) * cout);
