@@ -75,11 +75,14 @@ class NeuralCollapse(Callback):
         return int(n)
 
     @staticmethod
-    def _head_weight(pl_module: LightningModule, stats: CollapseStats) -> torch.Tensor | None:
+    def _reduce(pl_module: LightningModule, stats: CollapseStats) -> dict[str, float]:
+        """Collective. The head weight is checked against the dimension known after the reduce
+        (a rank without samples does not know it before)."""
+        stats.all_reduce()
         w = getattr(pl_module, "head_weight", None)
         if isinstance(w, torch.Tensor) and stats.dim is not None and tuple(w.shape) == (stats.num_classes, stats.dim):
-            return w.detach()
-        return None  # no linear head on the features: NC3 stays NaN
+            return reduce_and_compute(stats, w.detach())
+        return reduce_and_compute(stats)  # no linear head on the features: NC3 stays NaN
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, split: str, result: dict[str, float]) -> None:
         for key in METRICS:
@@ -115,7 +118,7 @@ class NeuralCollapse(Callback):
             return
         t0 = time.perf_counter()
         stats, self._val = self._val, None
-        self._log(trainer, pl_module, "val", reduce_and_compute(stats, self._head_weight(pl_module, stats)))
+        self._log(trainer, pl_module, "val", self._reduce(pl_module, stats))
         self._add_time(trainer, t0)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -125,7 +128,7 @@ class NeuralCollapse(Callback):
         if "train" in self.splits:
             stats = self._train_pass(trainer, pl_module)
             if stats is not None:
-                self._log(trainer, pl_module, "train", reduce_and_compute(stats, self._head_weight(pl_module, stats)))
+                self._log(trainer, pl_module, "train", self._reduce(pl_module, stats))
         if self.plot and trainer.is_global_zero and self.history:
             self._save_plot(trainer)
         self._add_time(trainer, t0)

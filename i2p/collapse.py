@@ -155,9 +155,11 @@ class CollapseStats:
         Multi-part Chan update via all-reduce: global class means from summed ``n_c mu_c``,
         then each rank adds ``n_rc delta delta^T`` (its offset from the global mean) to its
         scatter before the sum. NCC counters are computed locally against the final means and
-        summed, so cached features never cross ranks. Afterwards the object is frozen.
+        summed, so cached features never cross ranks. Afterwards the object is frozen (a second
+        call returns at once).
         """
-        self._check_open()
+        if self._frozen:
+            return self
         self._flush()
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
             self._ncc, self._frozen = self._ncc_counts(), True
