@@ -1,6 +1,6 @@
 """Optional compiled kernels (C + OpenMP, loaded with ctypes) for float32 convolution on CPU.
 
-Built on first use with the system C compiler into a per-user cache, keyed by the source, the
+Built on first use (x86-64 with AVX-512 only; elsewhere the pure path is as fast) with the system C compiler into a per-user cache, keyed by the source, the
 compiler and the CPU's flags (the build uses `-march=native`). Anything missing — no compiler,
 no OpenMP, a failed build, `I2P_SPARSE_NATIVE=0` — leaves `lib()` returning None and the engine
 on its pure PyTorch path, which is also the tests' oracle. No Python headers or torch headers
@@ -70,6 +70,9 @@ def _build() -> Optional[ctypes.CDLL]:
         try:
             lib = ctypes.CDLL(str(target))
         except OSError:
+            continue
+        lib.has_avx512.restype = ctypes.c_int
+        if not lib.has_avx512():  # scalar loops would not beat the pure PyTorch path
             continue
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.pairs_gemm_scatter.argtypes = [p, p, p, p, p, i64, i64, i64, ctypes.c_int]
