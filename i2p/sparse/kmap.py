@@ -3,8 +3,10 @@
 Coordinates of a level are packed into int64 keys `((b·D0 + x')·D1 + y')·D2 + z'`, with
 `x' = (x - lo) / tensor_stride + margin`; the margin (in steps of the level's stride) is wide
 enough that every query `out + offset` of a kernel map stays inside the box, so an offset is a
-constant added to the key and no per-axis range check is needed. Keys are sorted once per level
-and each query is a `torch.searchsorted`.
+constant added to the key and no per-axis range check is needed. Once per level the keys go into
+a direct-address table (key → row, int32) when the box is small compared with the voxel count,
+else they are sorted and each query is a `torch.searchsorted`. Measured on the 153k-voxel room
+(3×3×3 map, 1 thread): table 52 ms, sorted search 137 ms.
 """
 from __future__ import annotations
 
@@ -66,8 +68,8 @@ class CoordIndex:
 
     def find(self, keys: torch.Tensor) -> torch.Tensor:
         """Row of each key (inside the box) in the level, -1 where absent."""
-        if self.table is not None:
-            return self.table[keys].long()
+        if self.table is not None:  # int32 rows (callers only compare and index with them)
+            return torch.index_select(self.table, 0, keys.reshape(-1)).view(keys.shape)
         n = self.sorted_keys.shape[0]
         pos = torch.searchsorted(self.sorted_keys, keys).clamp_(max=n - 1)
         hit = self.sorted_keys[pos] == keys
@@ -87,7 +89,7 @@ class CoordIndex:
         ok = self.inside(coords)
         keys = self.pack(torch.where(ok[:, None], coords.to(torch.int64),
                                      torch.zeros_like(coords, dtype=torch.int64)))
-        idx = self.find(keys)
+        idx = self.find(keys).long()
         return torch.where(ok, idx, torch.full_like(idx, -1))
 
 
@@ -192,8 +194,11 @@ class KernelMap:
 
 def _pairs_from_columns(cols: torch.Tensor) -> list:
     """[(in_idx, out_idx)] per row of the [K', n_out] neighbour columns, with one nonzero call."""
-    k_idx, out_idx = torch.nonzero(cols >= 0, as_tuple=True)
-    in_idx = cols[k_idx, out_idx]
+    n_out = cols.shape[1]
+    flat = torch.nonzero(cols.reshape(-1) >= 0).squeeze(1)
+    in_idx = torch.index_select(cols.reshape(-1), 0, flat).long()
+    k_idx = torch.div(flat, n_out, rounding_mode="floor")
+    out_idx = flat - k_idx * n_out
     counts = torch.bincount(k_idx, minlength=cols.shape[0]).tolist()
     return list(zip(torch.split(in_idx, counts), torch.split(out_idx, counts)))
 

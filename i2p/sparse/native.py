@@ -77,8 +77,8 @@ def _build() -> Optional[ctypes.CDLL]:
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.pairs_gemm_scatter.argtypes = [p, p, p, p, p, i64, i64, i64, ctypes.c_int]
         lib.pairs_gemm_scatter.restype = None
-        lib.pairs_wgrad.argtypes = [p, p, p, p, p, i64, i64, i64, p, ctypes.c_int]
-        lib.pairs_wgrad.restype = None
+        lib.pairs_backward.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p, ctypes.c_int]
+        lib.pairs_backward.restype = None
         return lib
     return None
 
@@ -106,8 +106,9 @@ def gemm_scatter(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, in_idx: to
                              in_idx.numel(), x.shape[1], w.shape[1], torch.get_num_threads())
 
 
-def wgrad(x: torch.Tensor, go: torch.Tensor, gw: torch.Tensor, in_idx: torch.Tensor, out_idx: torch.Tensor,
-          scratch: torch.Tensor) -> None:
-    """gw += x[in_idx]ᵀ @ go[out_idx], in place; scratch holds [threads, cin, cout] floats."""
-    lib().pairs_wgrad(x.data_ptr(), go.data_ptr(), gw.data_ptr(), in_idx.data_ptr(), out_idx.data_ptr(),
-                      in_idx.numel(), x.shape[1], go.shape[1], scratch.data_ptr(), torch.get_num_threads())
+def backward(x: torch.Tensor, go: torch.Tensor, wt: torch.Tensor, gx: Optional[torch.Tensor],
+             gw: Optional[torch.Tensor], in_idx: torch.Tensor, out_idx: torch.Tensor, scratch: torch.Tensor) -> None:
+    """In place: gw += x[in_idx]ᵀ go[out_idx] and gx[in_idx] += go[out_idx] @ wt (either may be None)."""
+    lib().pairs_backward(x.data_ptr(), go.data_ptr(), wt.data_ptr(), None if gx is None else gx.data_ptr(),
+                         None if gw is None else gw.data_ptr(), in_idx.data_ptr(), out_idx.data_ptr(),
+                         in_idx.numel(), x.shape[1], go.shape[1], scratch.data_ptr(), torch.get_num_threads())

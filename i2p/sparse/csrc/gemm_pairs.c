@@ -139,17 +139,19 @@ DEFINE_WTILE(2, 8)
 DEFINE_WTILE(1, 8)
 #endif
 
-/* gw[cin, cout] += sum_r x[i[r], :]^T go[o[r], :]. Each thread gathers B rows of x and go
- * into local buffers and accumulates into its own partial in `scratch` ([nthreads, cin, cout]);
- * the partials are summed into gw at the end. */
-void pairs_wgrad(const float *restrict x, const float *restrict go, float *restrict gw,
-                 const int64_t *restrict in_idx, const int64_t *restrict out_idx,
-                 int64_t n, int64_t cin, int64_t cout, float *restrict scratch, int nthreads) {
+/* Both gradients in one pass over the pairs (rows of go are gathered once):
+ *   gw[cin, cout] += x[i]^T go[o]      (per-thread partials in scratch, summed at the end)
+ *   gx[i, :]      += go[o] @ wt        (wt = w^T: [cout, cin]; no duplicate i within an offset)
+ * Either output may be NULL to skip it. */
+void pairs_backward(const float *restrict x, const float *restrict go, const float *restrict wt,
+                    float *restrict gx, float *restrict gw, const int64_t *restrict in_idx,
+                    const int64_t *restrict out_idx, int64_t n, int64_t cin, int64_t cout,
+                    float *restrict scratch, int nthreads) {
     const int64_t wsz = cin * cout;
-    memset(scratch, 0, sizeof(float) * wsz * nthreads);
+    if (gw) memset(scratch, 0, sizeof(float) * wsz * nthreads);
 #pragma omp parallel num_threads(nthreads)
     {
-        float *acc = scratch + wsz * omp_get_thread_num();
+        float *acc = gw ? scratch + wsz * omp_get_thread_num() : NULL;
         float *xb = malloc(sizeof(float) * B * cin);
         float *gb = malloc(sizeof(float) * B * cout);
 #pragma omp for schedule(dynamic, 1)
@@ -157,14 +159,43 @@ void pairs_wgrad(const float *restrict x, const float *restrict go, float *restr
             const int64_t nr = (n - r0) < B ? (n - r0) : B;
             for (int64_t b = 0; b < nr; ++b) {
                 if (r0 + b + PF < n) {
-                    const char *px = (const char *)(x + in_idx[r0 + b + PF] * cin);
                     const char *pg = (const char *)(go + out_idx[r0 + b + PF] * cout);
-                    for (int64_t q = 0; q < cin * 4; q += 64) __builtin_prefetch(px + q, 0, 3);
                     for (int64_t q = 0; q < cout * 4; q += 64) __builtin_prefetch(pg + q, 0, 3);
+                    if (gw) {
+                        const char *px = (const char *)(x + in_idx[r0 + b + PF] * cin);
+                        for (int64_t q = 0; q < cin * 4; q += 64) __builtin_prefetch(px + q, 0, 3);
+                    }
+                    if (gx) {
+                        const char *po = (const char *)(gx + in_idx[r0 + b + PF] * cin);
+                        for (int64_t q = 0; q < cin * 4; q += 64) __builtin_prefetch(po + q, 1, 3);
+                    }
                 }
-                memcpy(xb + b * cin, x + in_idx[r0 + b] * cin, sizeof(float) * cin);
                 memcpy(gb + b * cout, go + out_idx[r0 + b] * cout, sizeof(float) * cout);
+                if (gw) memcpy(xb + b * cin, x + in_idx[r0 + b] * cin, sizeof(float) * cin);
             }
+            if (gx) { /* rows of gb times wt, added into gx rows */
+                for (int64_t s0 = 0; s0 < nr; s0 += R) {
+                    const int ns = (int)((nr - s0) < R ? (nr - s0) : R);
+                    const float *gr[R];
+                    float *orow[R];
+                    for (int r = 0; r < R; ++r) {
+                        int64_t rr = s0 + (r < ns ? r : 0);
+                        gr[r] = gb + rr * cout;
+                        orow[r] = gx + in_idx[r0 + rr] * cin;
+                    }
+                    int64_t t0 = 0;
+#ifdef __AVX512F__
+                    for (; t0 + 64 <= cin; t0 += 64) {
+                        tile_q4_r4(gr, orow, ns, wt, cout, cin, t0);
+                        if (ns > 4) tile_q4_r4(gr + 4, orow + 4, ns - 4, wt, cout, cin, t0);
+                    }
+                    for (; t0 + 32 <= cin; t0 += 32) tile_q2_r8(gr, orow, ns, wt, cout, cin, t0);
+                    for (; t0 + 16 <= cin; t0 += 16) tile_q1_r8(gr, orow, ns, wt, cout, cin, t0);
+#endif
+                    if (t0 < cin) tile_scalar(gr, orow, ns, wt, cout, cin, t0, cin - t0);
+                }
+            }
+            if (!gw) continue;
             int64_t j0 = 0;
 #ifdef __AVX512F__
             for (; j0 + 64 <= cout; j0 += 64) {
@@ -201,8 +232,9 @@ void pairs_wgrad(const float *restrict x, const float *restrict go, float *restr
         free(xb);
         free(gb);
     }
-    for (int64_t t = 0; t < nthreads; ++t) {
-        const float *p = scratch + wsz * t;
-        for (int64_t j = 0; j < wsz; ++j) gw[j] += p[j];
-    }
+    if (gw)
+        for (int64_t t = 0; t < nthreads; ++t) {
+            const float *p = scratch + wsz * t;
+            for (int64_t j = 0; j < wsz; ++j) gw[j] += p[j];
+        }
 }

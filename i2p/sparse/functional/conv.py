@@ -3,6 +3,11 @@
 The backward of gather→mm→scatter is gather→mm→scatter again (the gradient of the
 inputs scatters through the same pairs, the kernel gradient is `gathered_inᵀ · gathered_grad`),
 so it lives in one `autograd.Function` and never materialises anything of the grid's size.
+Two implementations of the per-offset loop: pure PyTorch (index_select → mm → index_add_ with
+reused buffers; any device, dtype, groups; the tests' oracle) and, for float32 on an AVX-512
+CPU, the fused kernels of `i2p.sparse.native` (gathered rows and products stay in registers),
+about 2.5× faster there. Per-offset GEMMs beat one big GEMM over a [N, K·Cin] neighbour table
+here because only ~11 of 27 neighbours are active: the table would multiply zeros 60 % of the time.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ def _gmm_grad_w(a: torch.Tensor, go: torch.Tensor, groups: int) -> torch.Tensor:
     return torch.bmm(ag, gg).transpose(0, 1).reshape(cin // groups, cout)
 
 
-def _pair_list(kmap: KernelMap, n: int, device: torch.device):
+def _pair_list(kmap: KernelMap):
     """(k, in_idx, out_idx) for every non-empty, non-identity offset."""
     return [(k, p[0], p[1]) for k, p in enumerate(kmap.pairs)
             if p is not None and k != kmap.identity and p[0].numel() > 0]
@@ -71,7 +76,7 @@ def conv_forward(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, gro
         out = _gmm(feats, kernel[kmap.identity], groups)
     else:
         out = feats.new_zeros(kmap.n_out, cout)
-    pairs = _pair_list(kmap, feats.shape[0], feats.device)
+    pairs = _pair_list(kmap)
     m = _max_pairs(pairs)
     if m == 0:
         return out
@@ -106,17 +111,16 @@ def conv_backward(feats: torch.Tensor, kernel: torch.Tensor, grad_out: torch.Ten
             grad_x = _gmm_grad_a(grad_out, kernel[c], groups)
     if need_x and grad_x is None:
         grad_x = feats.new_zeros(feats.shape)
-    pairs = _pair_list(kmap, feats.shape[0], feats.device)
+    pairs = _pair_list(kmap)
     m = _max_pairs(pairs)
     if m == 0:
         return grad_x, grad_w
     if groups == 1 and native.usable(feats, kernel, grad_out):
         scratch = feats.new_empty(torch.get_num_threads(), kernel.shape[1], kernel.shape[2])
-        for k, in_idx, out_idx in pairs:
-            if need_w:
-                native.wgrad(feats, grad_out, grad_w[k], in_idx, out_idx, scratch)
-            if need_x:  # grad_x[in] += grad_out[out] @ kernel[k]ᵀ: the same kernel, pairs swapped
-                native.gemm_scatter(grad_out, kernel[k].t().contiguous(), grad_x, out_idx, in_idx)
+        kt = kernel.transpose(1, 2).contiguous()
+        for k, in_idx, out_idx in pairs:  # both gradients in one pass over the pairs
+            native.backward(feats, grad_out, kt[k], grad_x if need_x else None,
+                            grad_w[k] if need_w else None, in_idx, out_idx, scratch)
         return grad_x, grad_w
     gobuf = grad_out.new_empty(m, grad_out.shape[1])
     xbuf = feats.new_empty(m, feats.shape[1]) if need_w else None
