@@ -37,19 +37,22 @@ def tiny_pretrained_2d() -> Path:
     return path
 
 
-def write_config(tmp_path: Path, pretrained: str | bool = False, regime: str = "io", **trainer) -> Path:
-    """A full ``i2p fit`` config (class_path/init_args) on the tiny data, no W&B, no progress bar."""
+def write_config(tmp_path: Path, pretrained: str | bool = False, regime: str = "all", wandb: bool = False,
+                 data: dict | None = None, **trainer) -> Path:
+    """A full ``i2p fit`` config (class_path/init_args) on the tiny data; no W&B unless ``wandb``."""
     cfg = {
         "seed_everything": 0,
         "trainer": {
             "accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False, "enable_progress_bar": False,
             "enable_model_summary": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1, **trainer,
         },
-        "data": {"class_path": "datamodules.SyntheticShapes", "init_args": dict(DATA_ARGS)},
+        "data": {"class_path": "datamodules.SyntheticShapes", "init_args": {**DATA_ARGS, **(data or {})}},
         "model": {"class_path": "models.PointClassifier",
                   "init_args": {"backbone": "resnet18", "regime": regime, "pretrained": pretrained, "lr": 0.05}},
         "checkpoint": {"dirpath": str(tmp_path / "ckpt")},
     }
+    if wandb:
+        del cfg["trainer"]["logger"]  # the CLI default: W&B, offline without credentials
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

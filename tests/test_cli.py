@@ -1,0 +1,63 @@
+"""The ``i2p`` command: extra sub-commands, W&B offline default, argument links, checkpoints, test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_classifier_helpers import CLASSES, write_config
+
+from i2p.cli import main, run_lightning
+from i2p.logging import wandb_has_credentials, wandb_offline_default
+
+
+def test_help_lists_trainer_and_extra_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("fit", "validate", "test", "predict", "pretrain2d", "inflate", "demo"):
+        assert cmd in out
+
+
+def test_wandb_offline_unless_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NETRC", raising=False)
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    assert not wandb_has_credentials() and wandb_offline_default()
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert wandb_has_credentials() and not wandb_offline_default()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline_default()
+    monkeypatch.delenv("WANDB_MODE")
+    (tmp_path / ".netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert not wandb_offline_default()
+
+
+def test_fit_logs_offline_wandb_and_checkpoints_then_test_from_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = write_config(tmp_path, wandb=True, limit_train_batches=2)
+    cli = run_lightning(["fit", "--config", str(cfg)])
+    import wandb
+
+    logger = cli.trainer.logger
+    assert type(logger).__name__ == "WandbLogger" and logger._offline
+    run_dir = tmp_path / logger.run_dir
+    assert run_dir.is_dir() and run_dir.name.startswith("offline-run-")
+    assert "seed_everything" in (run_dir / "files" / "i2p_config.yaml").read_text()
+    wandb.finish()
+
+    ckpts = tmp_path / "ckpt"
+    assert (ckpts / "last.ckpt").is_file()
+    best = [p for p in ckpts.glob("best-*.ckpt")]
+    assert len(best) == 1
+    hparams = torch.load(best[0], map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert hparams["num_classes"] == len(CLASSES) and hparams["class_names"] == CLASSES  # linked from data
+
+    cli = run_lightning(["test", "--config", str(cfg), "--trainer.logger", "false", "--ckpt_path", str(best[0])])
+    metrics = cli.trainer.callback_metrics
+    assert 0.0 <= float(metrics["test/acc"]) <= 1.0 and "test/macc" in metrics and "test/loss" in metrics
