@@ -1,4 +1,4 @@
-"""DDP on CPU (gloo), through the real command line: a 2-process fit, then validation of one
+"""DDP on CPU (gloo), through the real command line: a 2-process fit (sync BN), then validation of one
 checkpoint with 1 and 2 processes must give the same metrics (each sample counted once, no
 deadlock although the ranks see different numbers of validation batches)."""
 
@@ -42,7 +42,7 @@ def test_two_processes_fit_and_validate_like_one(tmp_path):
     # 9 validation shapes, batch 4: rank 0 gets 5 (2 batches), rank 1 gets 4 (1 batch)
     cfg = write_config(tmp_path, data={"num_val": 9, "batch_size": 4, "num_train": 16})
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    _i2p(["fit", "--config", str(cfg), *ddp], tmp_path)
+    _i2p(["fit", "--config", str(cfg), *ddp, "--trainer.sync_batchnorm", "true"], tmp_path)
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     assert ckpt.is_file()
 
@@ -50,7 +50,6 @@ def test_two_processes_fit_and_validate_like_one(tmp_path):
     _i2p(["validate", "--config", str(cfg), "--ckpt_path", str(ckpt), *ddp, *_csv_logger(tmp_path / "two")], tmp_path)
     one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
     assert {"val/acc", "val/macc", "val/loss", "val/acc_sphere"} <= one.keys()
-    print(one)
     assert one.keys() == two.keys()
     for key in one:
         assert two[key] == pytest.approx(one[key], abs=1e-5), key
