@@ -61,6 +61,47 @@ def build(regime: str, args: argparse.Namespace):
     return model, data
 
 
+def at_init(model, data) -> dict[str, float]:
+    """NC1 / NCC mismatch of the untrained model (eval mode): the starting point of the curves."""
+    import torch
+
+    from i2p.collapse import CollapseStats
+
+    data.setup("fit")
+    model.eval()
+    out = {}
+    for split, loader in (("train", data.train_eval_dataloader()), ("val", data.val_dataloader())):
+        stats = CollapseStats(model.num_classes)
+        with torch.no_grad():
+            for batch in loader:
+                f, logits = model.extract(batch["x"])
+                stats.update(f, batch["label"], logits.argmax(-1))
+        r = stats.compute()
+        out.update({f"nc/{split}/nc1": r["nc1"], f"nc/{split}/ncc_mismatch": r["ncc_mismatch"]})
+    model.train()
+    return out
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """NC1 and NCC mismatch (train and val) per epoch, one line per regime; epoch -1 = init."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    keys = ["nc/train/nc1", "nc/val/nc1", "nc/train/ncc_mismatch", "nc/val/ncc_mismatch"]
+    for ax, key in zip(axes, keys):
+        for regime in dict.fromkeys(r["regime"] for r in rows):
+            pts = [(r["epoch"], r[key]) for r in rows if r["regime"] == regime and key in r]
+            ax.plot(*zip(*pts), marker="o", label=regime)
+        ax.set_title(key)
+        ax.set_xlabel("epoch (-1 = before training)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=6)
@@ -71,7 +112,12 @@ def main() -> None:
     p.add_argument("--stand-in", action="store_true", help="dense toy model: overhead only")
     p.add_argument("--out", default="runs/collapse_overhead.json")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a loaded box)")
+    p.add_argument("--from-json", nargs="+", help="only re-plot earlier --out files")
     args = p.parse_args()
+    if args.from_json:
+        rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
+        plot(rows, str(Path(args.out).with_suffix(".png")))
+        return
     if args.threads:
         import torch
 
@@ -82,6 +128,7 @@ def main() -> None:
         pl.seed_everything(0, verbose=False)
         model, data = build(regime, args)
         nc, clock = NeuralCollapse(plot=False), EpochClock()
+        clock.rows.append({"epoch": -1, "epoch_s": float("nan"), **at_init(model, data)})
         trainer = pl.Trainer(
             accelerator="auto", devices=1, max_epochs=args.epochs, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -89,7 +136,7 @@ def main() -> None:
         )  # fmt: skip
         trainer.fit(model, data)
         for r in clock.rows:
-            r.update(regime=regime, nc_s=nc.seconds.get(r["epoch"], 0.0))
+            r.update(regime=regime, nc_s=nc.seconds.get(r["epoch"], float("nan")))
             r["overhead"] = r["nc_s"] / r["epoch_s"]
             rows.append(r)
             print(
@@ -101,6 +148,7 @@ def main() -> None:
             )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
+    plot(rows, str(Path(args.out).with_suffix(".png")))
 
 
 if __name__ == "__main__":
