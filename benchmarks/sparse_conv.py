@@ -160,11 +160,15 @@ def make_inputs(channels: int):
 CASES = ("subm3", "down2", "up2")
 
 
-def _time(fn: Callable[[], object], reps: int) -> float:
+def _time(fn: Callable[[], object], reps: int, setup: Callable[[], object] | None = None) -> float:
     """Median wall ms of `fn` over `reps` runs after one warm-up (min is too optimistic on a shared box)."""
+    if setup:
+        setup()
     fn()
     ts = []
     for _ in range(reps):
+        if setup:
+            setup()
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
@@ -196,8 +200,18 @@ class Ours:
         x = self.fresh()
         if case == "subm3":
             build_kernel_map(x.cache, x.stride, (3, 3, 3), (1, 1, 1), (1, 1, 1))
-        else:  # the up-sample reuses the down-sample's map (transposed): same build
+        elif case == "down2":
             build_kernel_map(x.cache, x.stride, (2, 2, 2), (2, 2, 2), (1, 1, 1))
+        else:  # the up-sample's map is the cached down-sample map, transposed (as spconv's indice_key)
+            down = self.down_maps.pop() if getattr(self, "down_maps", None) else \
+                build_kernel_map(x.cache, x.stride, (2, 2, 2), (2, 2, 2), (1, 1, 1))[0]
+            down.transposed()
+
+    def kmap_setup(self, case: str) -> None:
+        """Untimed preparation of `kmap(case)`: the up-sample needs a fresh down-sample map."""
+        if case == "up2":
+            x = self.fresh()
+            self.down_maps = [build_kernel_map(x.cache, x.stride, (2, 2, 2), (2, 2, 2), (1, 1, 1))[0]]
 
     def prepare(self, case: str):
         """(input, layer, pairs) with the kernel map already cached."""
@@ -292,7 +306,7 @@ def bench_engine(eng, case: str, reps: int) -> dict:
     fwd = _time(lambda: eng.step(inp, layer, None), reps)
     both = _time(lambda: eng.step(inp, layer, grad), reps)
     if isinstance(eng, Ours):
-        km = _time(lambda: eng.kmap(case), reps)
+        km = _time(lambda: eng.kmap(case), reps, setup=lambda: eng.kmap_setup(case))
     else:
         first = _time(lambda: eng.first_forward(case), reps)
         if case == "up2":  # first_forward also ran the down-sample: subtract its cached forward
@@ -406,7 +420,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     inputs = make_inputs(max(widths))
     dense = {c: dense_mm_gflops(c, reps) for c in widths}
-    print("dense torch.mm [65536, C] x [C, C] at %d threads: %s GFLOP/s" %
+    print("dense torch.mm [65536, C] x [C, C] at %d threads, at start: %s GFLOP/s" %
           (args.threads, ", ".join(f"C={c}: {g:.0f}" for c, g in dense.items())))
     for name, x in inputs.items():
         km = build_kernel_map(SparseTensor(x.feats, x.coords).cache, (1, 1, 1), (3,) * 3, (1,) * 3, (1,) * 3)[0]
@@ -415,7 +429,8 @@ def main() -> None:
     header = (f"{'cloud':8s} {'case':6s} {'C':>4s} {'engine':10s} {'thr':>3s} {'kmap':>7s} {'fwd':>8s} {'bwd':>8s} "
               f"{'total':>8s} {'GF/s f':>7s} {'GF/s b':>7s} {'%dense':>6s} {'peakMB':>7s} {'|diff|':>8s}")
     print("\n(times in ms; total = kmap + fwd + bwd; GF/s on useful FLOPs 2*pairs*Cin*Cout fwd, twice that bwd;"
-          "\n %dense = (fwd+bwd) GF/s over dense torch.mm GF/s at the same thread count and C;"
+          "\n %dense = (fwd+bwd) GF/s over dense torch.mm GF/s, same threads and C, measured right after the row;"
+          "\n kmap of up2 = deriving its map from the cached down2 map (spconv: shared indice_key), ~0;"
           "\n peakMB = peak RSS growth over kmap+fwd+bwd in a fresh process, RSS sampled every 0.5 ms;"
           "\n |diff| = max |output - i2p.sparse output|, same weights (down2 rows are ordered differently))")
     print(header)
@@ -446,11 +461,9 @@ def main() -> None:
                     gf_f = 2 * pairs * c * c / r["fwd"] / 1e6
                     gf_b = 4 * pairs * c * c / max(r["bwd"], 1e-9) / 1e6
                     gf_t = 6 * pairs * c * c / (r["fwd"] + r["bwd"]) / 1e6
-                    dense_th = dense[c] if th == args.threads else None
-                    if dense_th is None:
-                        torch.set_num_threads(th)
-                        dense_th = dense_mm_gflops(c, reps)
-                        torch.set_num_threads(args.threads)
+                    torch.set_num_threads(th)  # dense reference right now: the load of a shared box drifts
+                    dense_th = dense_mm_gflops(c, reps)
+                    torch.set_num_threads(args.threads)
                     mem = float("nan")
                     if not args.no_memory and ((eng is ours and th == args.threads) or (eng is not ours and th == 1)):
                         mem = peak_memory(x, "ours" if eng is ours else "spconv", case, c, th, tmp)
