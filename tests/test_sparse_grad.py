@@ -76,3 +76,23 @@ def test_conv_backward_equals_autograd_reference():
     gf2, gw2 = torch.autograd.grad(out, (f2, w2), g)
     torch.testing.assert_close(gf, gf2)
     torch.testing.assert_close(gw, gw2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    """The same network on CUDA (pure path) gives the CPU results, forward and backward."""
+    from i2p.sparse import BatchNorm, Conv3d, MaxPool3d, ReLU
+    x = random_sparse(batch=2, size=6, channels=4, seed=3)
+    net = torch.nn.Sequential(Conv3d(4, 8, 3), BatchNorm(8), ReLU(), Conv3d(8, 8, 2, stride=2),
+                              MaxPool3d(3, 1), Conv3d(8, 4, 2, stride=2, transposed=True)).double()
+    outs = []
+    for dev in ("cpu", "cuda"):
+        n = net.to(dev)
+        n.zero_grad()
+        f = x.feats.to(dev).clone().requires_grad_(True)
+        y = n(SparseTensor(f, x.coords.to(dev)))
+        (y.feats ** 2).sum().backward()
+        pooled = global_max_pool(y) + global_avg_pool(y)
+        outs.append([t.detach().cpu() for t in (y.feats, f.grad, n[0].kernel.grad, pooled)])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
