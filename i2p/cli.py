@@ -72,6 +72,10 @@ class I2PCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        init = getattr(cfg.get("model"), "init_args", None)
+        if self.subcommand in ("validate", "test", "predict") and cfg.get("ckpt_path") and init is not None:
+            if init.get("pretrained"):  # the checkpoint holds the weights: no 2D file or download needed
+                init.pretrained = False
         name = cfg.get("name")
         if not name:
             return

@@ -8,13 +8,12 @@ different numbers of batches (a per-step all-reduce would then deadlock).
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -76,8 +75,6 @@ class PointClassifier(pl.LightningModule):
         self.save_hyperparameters()
         if regime == "scratch":
             pretrained = False
-        elif not pretrained:
-            warnings.warn(f"regime {regime!r} without pretrained weights freezes random layers", stacklevel=2)
 
         self.backbone = create_sparse_resnet(
             backbone,
@@ -184,7 +181,6 @@ class PointClassifier(pl.LightningModule):
         metric.reset()
         support = cm.sum(1)
         per_class = cm.diag().float() / support.clamp_min(1).float()
-        self.last_confusion = {split: cm.cpu()}
         names = self.class_names or [f"class{i:02d}" for i in range(self.num_classes)]
         for i, name in enumerate(names):
             if support[i] > 0:
@@ -199,6 +195,8 @@ class PointClassifier(pl.LightningModule):
     # -------------------------------------------------------------- regime
     def on_fit_start(self) -> None:
         rank_zero_info(f"[PointClassifier] {self.regime_summary}")
+        if self.hparams.regime in ("io", "ioms", "iobn") and not self.hparams.pretrained:
+            rank_zero_warn(f"regime {self.hparams.regime!r} without pretrained weights trains on frozen random layers")
 
     # ----------------------------------------------------------- optimization
     def trainable_parameters(self) -> list[nn.Parameter]:
