@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_classifier_helpers import CLASSES, write_config
+from test_classifier_helpers import CLASSES, tiny_pretrained_2d, write_config
 
 from i2p.cli import main, run_lightning
 from i2p.logging import wandb_has_credentials, wandb_offline_default
@@ -40,7 +40,7 @@ def test_fit_logs_offline_wandb_and_checkpoints_then_test_from_checkpoint(tmp_pa
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = write_config(tmp_path, wandb=True, limit_train_batches=2)
+    cfg = write_config(tmp_path, pretrained=str(tiny_pretrained_2d()), regime="io", wandb=True, limit_train_batches=2)
     cli = run_lightning(["fit", "--config", str(cfg)])
     import wandb
 
@@ -58,6 +58,8 @@ def test_fit_logs_offline_wandb_and_checkpoints_then_test_from_checkpoint(tmp_pa
     hparams = torch.load(best[0], map_location="cpu", weights_only=False)["hyper_parameters"]
     assert hparams["num_classes"] == len(CLASSES) and hparams["class_names"] == CLASSES  # linked from data
 
-    cli = run_lightning(["test", "--config", str(cfg), "--trainer.logger", "false", "--ckpt_path", str(best[0])])
+    # the checkpoint holds the weights: a missing 2D file must not matter when testing it
+    missing = ["--model.init_args.pretrained", str(tmp_path / "gone.pth")]
+    cli = run_lightning(["test", "--config", str(cfg), "--trainer.logger", "false", "--ckpt_path", str(best[0]), *missing])
     metrics = cli.trainer.callback_metrics
     assert 0.0 <= float(metrics["test/acc"]) <= 1.0 and "test/macc" in metrics and "test/loss" in metrics
