@@ -15,14 +15,17 @@ from typing import Optional
 
 import torch
 
-from .tensor import SparseCache
+from .tensor import SparseCache, to_triple
 
 Triple = tuple[int, int, int]
 
 
-def get_kernel_offsets(kernel_size: Triple, tensor_stride: Triple, dilation: Triple,
+def get_kernel_offsets(kernel_size: Triple | int, tensor_stride: Triple | int = 1, dilation: Triple | int = 1,
                        device: torch.device | str = "cpu") -> torch.Tensor:
     """Offsets [K, 3] int64, torchsparse's order: x fastest when K is odd, z fastest when even."""
+    kernel_size = to_triple(kernel_size, "kernel_size")
+    tensor_stride = to_triple(tensor_stride, "tensor_stride")
+    dilation = to_triple(dilation, "dilation")
     axes = [torch.arange(-kernel_size[i] // 2 + 1, kernel_size[i] // 2 + 1) * tensor_stride[i] * dilation[i]
             for i in range(3)]
     k = kernel_size[0] * kernel_size[1] * kernel_size[2]
