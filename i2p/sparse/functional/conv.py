@@ -6,9 +6,10 @@ so it lives in one `autograd.Function` and never materialises anything of the gr
 Two implementations of the per-offset loop: pure PyTorch (index_select → mm → index_add_ with
 reused buffers; any device, dtype, groups; the tests' oracle) and, for float32 on an AVX-512
 CPU, the fused kernels of `i2p.sparse.native` (gathered rows and products stay in registers),
-about 2× faster there (room, 64→64, 1 thread: fwd+bwd 0.41 s vs 0.95 s). Per-offset GEMMs beat one big GEMM over a [N, K·Cin] neighbour table
-here because only ~11 of 27 neighbours are active: the table multiplies zeros 60 % of the time
-(measured, room 64→64 forward, 1 thread: 0.35–0.40 s vs 0.24–0.30 s per-offset torch).
+about 2× faster there (room, 64→64, 1 thread: fwd+bwd 0.41 s vs 0.95 s). Per-offset GEMMs
+beat one big GEMM over a [N, K·Cin] neighbour table here because only ~11 of 27 neighbours are
+active, so the table multiplies zeros 60 % of the time (room 64→64 forward, 1 thread:
+0.35–0.40 s against 0.24–0.30 s for the per-offset torch loop).
 """
 from __future__ import annotations
 
