@@ -7,11 +7,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+import datamodules
+import models
 from callbacks import NeuralCollapse, TimeToAccuracy
 from callbacks.neural_collapse import METRICS
-
-datamodules = pytest.importorskip("datamodules")
-models = pytest.importorskip("models")
 
 
 def test_real_classifier_and_synthetic_shapes(tmp_path):
