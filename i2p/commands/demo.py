@@ -15,7 +15,7 @@ from pathlib import Path
 
 from i2p.commands import pretrain2d
 
-PRETRAIN_ARGS = ["--model", "resnet18", "--image-size", "32", "--num-images", "4000", "--epochs", "2"]
+PRETRAIN_ARGS = ["--model", "resnet18", "--image-size", "32", "--num-images", "4000", "--epochs", "3"]
 
 
 def find_config(name: str) -> Path:
