@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger as _PLWandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 
 def wandb_has_credentials() -> bool:
@@ -39,9 +41,10 @@ def wandb_offline_default() -> bool:
 class WandbLogger(_PLWandbLogger):
     """Lightning's ``WandbLogger`` with project defaults and automatic offline mode.
 
-    ``offline=None`` decides from the credentials. Unlike Lightning's logger, ``log_model``
-    is allowed offline: the checkpoint artifact is stored in the local run and uploaded by
-    ``wandb sync`` together with the metrics.
+    ``offline=None`` decides from the credentials. ``log_model=None`` uploads the best
+    checkpoint as an artifact when online and not when offline, where W&B would stage a copy
+    of every checkpoint under ``~/.local/share/wandb`` until ``wandb sync``; ``log_model=True``
+    forces that copy. Either way the run summary records the best and last checkpoint paths.
     """
 
     def __init__(
@@ -50,14 +53,24 @@ class WandbLogger(_PLWandbLogger):
         save_dir: str = "runs",
         project: str = "i2p",
         offline: bool | None = None,
-        log_model: Literal["all"] | bool = True,
+        log_model: Literal["all"] | bool | None = None,
         **kwargs: Any,
     ) -> None:
         if offline is None:
             offline = wandb_offline_default()
+        if log_model is None:
+            log_model = not offline
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name, save_dir=save_dir, project=project, offline=offline, log_model=False, **kwargs)
         self._log_model = log_model
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        super().after_save_checkpoint(checkpoint_callback)
+        summary = getattr(self.experiment, "summary", None)
+        if summary is not None:
+            summary["checkpoint/best"] = str(checkpoint_callback.best_model_path or "")
+            summary["checkpoint/last"] = str(getattr(checkpoint_callback, "last_model_path", "") or "")
 
     @property
     def run_dir(self) -> str | None:

@@ -49,6 +49,8 @@ def test_fit_logs_offline_wandb_and_checkpoints_then_test_from_checkpoint(tmp_pa
     run_dir = tmp_path / logger.run_dir
     assert run_dir.is_dir() and run_dir.name.startswith("offline-run-")
     assert "seed_everything" in (run_dir / "files" / "i2p_config.yaml").read_text()
+    assert logger._log_model is False  # offline: no staged checkpoint copies, but the paths are in the summary
+    assert str(logger.experiment.summary["checkpoint/best"]).endswith(".ckpt")
     wandb.finish()
 
     ckpts = tmp_path / "ckpt"

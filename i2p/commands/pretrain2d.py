@@ -130,7 +130,7 @@ def pretrain(args: argparse.Namespace, output: Path) -> dict[str, Any]:
             running += float(loss.detach()) * len(y)
             seen += len(y)
         acc = evaluate(model, val_loader)
-        print(f"[pretrain2d] epoch {epoch + 1}/{args.epochs} loss {running / max(1, seen):.3f} val acc {acc:.3f}")
+        print(f"[pretrain2d] epoch {epoch + 1}/{args.epochs} loss {running / max(1, seen):.3f} val acc {acc:.3f}", flush=True)
     record = {
         "settings": settings_of(args),
         "classes": classes,
