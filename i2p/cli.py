@@ -89,11 +89,12 @@ class I2PCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
         if cfg.get("sync_batchnorm"):  # Lightning's torch.nn.SyncBatchNorm cannot take SparseTensors
-            from i2p.sync_bn import SparseSyncBatchNorm
+            from models.sync_batchnorm import SparseSyncBatchNorm
 
             plugins = cfg.get("plugins") or []
             plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-            kwargs["sync_batchnorm"], kwargs["plugins"] = False, [*plugins, SparseSyncBatchNorm()]
+            if not any(isinstance(p, SparseSyncBatchNorm) for p in plugins):
+                kwargs["plugins"] = [*plugins, SparseSyncBatchNorm()]
         callbacks = list(cfg.get("callbacks") or [])
         if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs["callbacks"] = [*callbacks, RichProgressBar()]

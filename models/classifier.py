@@ -116,8 +116,20 @@ class PointClassifier(pl.LightningModule):
 
     @property
     def head_weight(self) -> Tensor:
-        """Weight ``[num_classes, D]`` of the head's last linear layer (for NC3)."""
-        return self.backbone.get_classifier().weight
+        """Effective linear classifier ``[num_classes, D]`` on the pooled features (for NC3).
+
+        With the paper's head (Linear then BatchNorm1d on the logits) the eval-mode classifier is
+        ``diag(gamma / sqrt(running_var + eps)) @ W``: the BN rescales each class's row, which
+        changes the directions NC3 compares with the class means.
+        """
+        weight = self.backbone.get_classifier().weight
+        norm = getattr(getattr(self.backbone, "head", None), "norm", None)
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
+            scale = torch.rsqrt(norm.running_var + norm.eps)
+            if norm.weight is not None:
+                scale = scale * norm.weight
+            weight = scale[:, None] * weight
+        return weight
 
     # ------------------------------------------------------------------- steps
     def _shared_step(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, int]:

@@ -66,6 +66,21 @@ def test_contract_extract_head_weight_step_outputs():
     torch.testing.assert_close(model(batch["x"]), model.extract(batch["x"])[1])
 
 
+def test_head_weight_is_the_effective_eval_classifier():
+    """With Linear -> BatchNorm1d on the logits, logits = features @ head_weight.T + a per-class bias."""
+    model = PointClassifier(num_classes=4, regime="all").eval()
+    norm = model.backbone.head.norm
+    with torch.no_grad():
+        norm.running_var.uniform_(0.5, 4.0)
+        norm.weight.uniform_(0.5, 2.0)
+    features = torch.randn(6, model.backbone.num_features)
+    with torch.no_grad():
+        logits = model.backbone.head(features)
+        diff = logits - features @ model.head_weight.T
+    torch.testing.assert_close(diff, diff[:1].expand_as(diff), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(model.head_weight, model.backbone.get_classifier().weight)
+
+
 def test_optimizer_gets_only_trainable_parameters():
     model = PointClassifier(num_classes=4, regime="io")
     opt = model.configure_optimizers()["optimizer"]
