@@ -9,14 +9,6 @@ from models.backbones import ARCHS, SparseResNet, create_sparse_resnet
 from models.weights import plan_transfer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a loaded 2-core machine, 2 OpenMP threads make the engine's index_add_ ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 SMALL = {"resnet18", "resnet26", "resnet34", "resnext50_32x4d", "resnet50"}
 

@@ -8,14 +8,6 @@ from models.backbones import SparseResNet, create_sparse_resnet
 from models.finetune import REGIMES, apply_regime, regime_summary, trainable_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a loaded 2-core machine, 2 OpenMP threads make the engine's index_add_ ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def small(**kw):
     torch.manual_seed(0)

@@ -8,14 +8,6 @@ from models.backbones.planar import build_planar_pair, planar_errors
 from models.weights import load_pretrained
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a loaded 2-core machine, 2 OpenMP threads make the engine's index_add_ ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 TOL = 1e-4  # relative to the largest 2D activation of the stage (float32)
 FAMILIES = {

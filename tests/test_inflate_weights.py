@@ -15,14 +15,6 @@ from models.backbones.planar import randomize_bn_stats_
 from models.weights import load_pretrained
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a loaded 2-core machine, 2 OpenMP threads make the engine's index_add_ ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 SMALL = dict(block="basic", layers=(1, 1, 1, 1), channels=(16, 16, 32, 32))
 

@@ -19,7 +19,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..tensor import SparseTensor
 from .activation import apply_to_feats
 
 
