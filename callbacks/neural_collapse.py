@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from callbacks.run_dir import run_directory
 from i2p.collapse import CollapseStats, reduce_and_compute
+from i2p.io import atomic_path
 
 #: keys logged as ``nc/<split>/<key>`` at every active epoch (NaN where undefined)
 METRICS = (
@@ -173,7 +174,6 @@ class NeuralCollapse(Callback):
         import matplotlib.pyplot as plt
 
         run_dir = self._run_dir or trainer.default_root_dir
-        os.makedirs(run_dir, exist_ok=True)
         fig, axes = plt.subplots(1, len(_PLOTTED), figsize=(4 * len(_PLOTTED), 3.2))
         for ax, key in zip(axes, _PLOTTED):
             for split, curves in sorted(self.history.items()):
@@ -189,10 +189,9 @@ class NeuralCollapse(Callback):
                 ax.legend()
         fig.tight_layout()
         path = os.path.join(run_dir, self.filename)
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp, dpi=80)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=80)
         plt.close(fig)
-        os.replace(tmp, path)
         from pytorch_lightning.loggers import WandbLogger
 
         for logger in trainer.loggers:

@@ -18,6 +18,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.trainer.states import TrainerFn
 
 from callbacks.run_dir import run_directory
+from i2p.io import atomic_path
 
 
 class TimeToAccuracy(Callback):
@@ -96,18 +97,14 @@ class TimeToAccuracy(Callback):
                 self._write()
 
     def _write(self) -> None:
-        """Atomic: a reader never sees half a file (tmp in the same directory, then rename)."""
+        """Write the JSON atomically: a reader never sees half a file."""
         run_dir = self._run_dir or "."
-        os.makedirs(run_dir, exist_ok=True)
         payload = {
             "monitor": self.monitor, "mode": self.mode, "elapsed_seconds": round(self.elapsed(), 3),
             "thresholds": {f"{t:g}": self.reached.get(f"{t:g}") for t in self.thresholds},
         }  # fmt: skip
-        path = os.path.join(run_dir, self.filename)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
+        with atomic_path(os.path.join(run_dir, self.filename)) as tmp:
+            tmp.write_text(json.dumps(payload, indent=2))
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from i2p.io import atomic_path, atomic_write_bytes
 from i2p.shapes2d import CLASS_NAMES, render_shapes
 
 DEFAULT_OUTPUT = ".cache/i2p/pretrain2d/{model}_{data}_{image_size}px.pth"
@@ -138,11 +139,9 @@ def pretrain(args: argparse.Namespace, output: Path) -> dict[str, Any]:
         "chance": 1.0 / len(classes),
         "seconds": round(time.time() - start, 1),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(output)  # atomic: an interrupted run never leaves a half checkpoint
-    sidecar_path(output).write_text(json.dumps(record, indent=2))
+    with atomic_path(output) as tmp:  # an interrupted run never leaves a half checkpoint
+        torch.save(model.state_dict(), tmp)
+    atomic_write_bytes(sidecar_path(output), json.dumps(record, indent=2).encode())
     return record
 
 
