@@ -23,7 +23,7 @@ import torch
 
 __all__ = [
     "KERNEL_MODES", "SHORTCUTS", "DEPTH_AXES", "AXIS_ALIASES", "PLANE_AXES", "InflateConfig",
-    "normalize_depth_axis", "kernel_offsets", "kernel_index", "inflate_kernel", "pointwise_kernel",
+    "normalize_depth_axis", "kernel_index", "inflate_kernel", "pointwise_kernel",
     "repeat_kernel", "inflate_state_dict", "inflate_entry", "is_shortcut_key",
 ]
 
@@ -68,23 +68,11 @@ class InflateConfig:
         return asdict(self)
 
 
-def kernel_offsets(kernel_size: int, tensor_stride: int = 1, dilation: int = 1) -> torch.Tensor:
-    """Offsets `[K, 3]` as (x, y, z), in torchsparse's order: x fastest for odd K, z fastest for even.
-
-    Per axis `arange(-k//2 + 1, k//2 + 1) * tensor_stride * dilation` (so `[0, 1]` for k = 2).
-    """
-    if kernel_size < 1:
-        raise ValueError(f"kernel_size must be positive, got {kernel_size}")
-    r = torch.arange(-kernel_size // 2 + 1, kernel_size // 2 + 1) * tensor_stride * dilation
-    if kernel_size ** 3 % 2 == 1:
-        z, y, x = torch.meshgrid(r, r, r, indexing="ij")  # z outer, x inner
-    else:
-        x, y, z = torch.meshgrid(r, r, r, indexing="ij")  # x outer, z inner
-    return torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
-
-
 def kernel_index(offset: tuple[int, int, int], kernel_size: int) -> int:
-    """Row of a 3D kernel holding the weight of one unit `(dx, dy, dz)` offset (odd kernels)."""
+    """Row of a 3D kernel holding the weight of one unit `(dx, dy, dz)` offset (odd kernels).
+
+    The inverse of `i2p.sparse.get_kernel_offsets` (torchsparse's order, x fastest for odd K).
+    """
     if kernel_size % 2 == 0:
         raise ValueError("kernel_index is defined for odd kernel sizes only")
     c = kernel_size // 2

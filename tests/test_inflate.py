@@ -3,8 +3,9 @@ import pytest
 import timm
 import torch
 
-from i2p.inflate import (InflateConfig, inflate_kernel, inflate_state_dict, kernel_index,
-                         kernel_offsets, normalize_depth_axis, pointwise_kernel, repeat_kernel)
+from i2p.inflate import (InflateConfig, inflate_kernel, inflate_state_dict, kernel_index, normalize_depth_axis,
+                         pointwise_kernel, repeat_kernel)
+from i2p.sparse import get_kernel_offsets
 
 AXES = {"x": 0, "y": 1, "z": 2}
 
@@ -13,13 +14,13 @@ def test_kernel_offsets_follow_torchsparse_order():
     # odd: z outer, y, x inner; even: x outer, y, z inner (ARCHITECTURE.md)
     r3 = [-1, 0, 1]
     odd = [[x, y, z] for z in r3 for y in r3 for x in r3]
-    assert kernel_offsets(3).tolist() == odd
+    assert get_kernel_offsets(3).tolist() == odd
     r2 = [0, 1]
     even = [[x, y, z] for x in r2 for y in r2 for z in r2]
-    assert kernel_offsets(2).tolist() == even
-    assert kernel_offsets(3, tensor_stride=4).abs().max() == 4
-    assert kernel_offsets(7).shape == (343, 3) and kernel_offsets(7)[0].tolist() == [-3, -3, -3]
-    for i, off in enumerate(kernel_offsets(3).tolist()):
+    assert get_kernel_offsets(2).tolist() == even
+    assert get_kernel_offsets(3, tensor_stride=4).abs().max() == 4
+    assert get_kernel_offsets(7).shape == (343, 3) and get_kernel_offsets(7)[0].tolist() == [-3, -3, -3]
+    for i, off in enumerate(get_kernel_offsets(3).tolist()):
         assert kernel_index(tuple(off), 3) == i
 
 
@@ -52,7 +53,7 @@ def test_axis_table(axis, mode):
     w = _distinct_kernel()
     k3 = inflate_kernel(w, mode, axis)
     assert k3.shape == (27, 1, 1)
-    for idx, off in enumerate(kernel_offsets(3).tolist()):
+    for idx, off in enumerate(get_kernel_offsets(3).tolist()):
         row, col, depth = off[AXES[rows_axis]] + 1, off[AXES[cols_axis]] + 1, off[AXES[axis]]
         expected = w[0, 0, row, col].item()
         if mode == "inflate":
