@@ -11,3 +11,10 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(items):
+    """A multi-process test is always a slow one: `-m "not slow"` leaves every DDP test out."""
+    for item in items:
+        if item.get_closest_marker("ddp") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

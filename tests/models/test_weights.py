@@ -136,6 +136,7 @@ def test_unknown_and_missing_keys():
         load_pretrained(small_3d(), "nope.pth")
 
 
+@pytest.mark.slow
 def test_inflate_command_round_trip(tmp_path, capsys):
     torch.manual_seed(0)
     m2 = randomize_bn_stats_(timm.create_model("resnet18", num_classes=10))

@@ -13,6 +13,7 @@ from callbacks import NeuralCollapse, TimeToAccuracy
 from callbacks.neural_collapse import METRICS
 
 
+@pytest.mark.slow
 def test_real_classifier_and_synthetic_shapes(tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -16,7 +16,7 @@ from jsonargparse import Namespace
 
 from i2p.cli import parse_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))
 RUN = [p for p in ALL if "model" in (yaml.safe_load(p.read_text()) or {})]
 SUB = [p for p in ALL if p not in RUN]

@@ -1,4 +1,5 @@
 """BatchNorm on sparse features and its synchronised version (conversion, 2 gloo ranks)."""
+import pytest
 import os
 import socket
 
@@ -9,7 +10,7 @@ from torch import nn
 
 from i2p.sparse import (BatchNorm, Conv3d, ReLU, SparseTensor, SyncBatchNorm, convert_sync_batchnorm,
                         revert_sync_batchnorm)
-from test_sparse_helpers import random_sparse
+from tests.helpers.sparse import random_sparse
 
 
 class Block(nn.Module):
@@ -82,6 +83,7 @@ def _worker(rank, world, port, feats, target, queue):
         dist.destroy_process_group()
 
 
+@pytest.mark.ddp
 def test_sync_batchnorm_two_gloo_ranks_equal_one_process():
     torch.manual_seed(0)
     feats = torch.randn(30, 3, dtype=torch.float64) * 3 + 1

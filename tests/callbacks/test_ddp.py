@@ -1,10 +1,11 @@
 """Two CPU DDP processes (gloo, ddp_spawn) log the same callback values as one process."""
+import pytest
 
 import math
 
 import pytorch_lightning as pl
 import torch
-from test_callbacks_helpers import ToyClassifier, ToyData
+from tests.helpers.toy import ToyClassifier, ToyData
 
 from callbacks import NeuralCollapse, TimeToAccuracy, WandbMedia
 from callbacks.neural_collapse import METRICS
@@ -59,6 +60,7 @@ def _fit(tmp_path, devices):
     return out
 
 
+@pytest.mark.ddp
 def test_two_ranks_log_what_one_process_logs(tmp_path):
     one = torch.load(_fit(tmp_path, 1) / "rank0.pt")
     d2 = _fit(tmp_path, 2)

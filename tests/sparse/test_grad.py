@@ -4,9 +4,10 @@ import torch
 
 from i2p.sparse import (SparseTensor, conv3d, devoxelize, global_avg_pool, global_max_pool, max_pool3d,
                         to_dense)
-from test_sparse_helpers import random_sparse
+from tests.helpers.sparse import random_sparse
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k,s,d,groups", [(3, 1, 1, 1), (2, 2, 1, 1), (3, 2, 2, 1), (3, 1, 1, 2), (4, 1, 1, 1)])
 def test_conv_gradcheck(k, s, d, groups):
     x = random_sparse(batch=2, size=4, channels=4, seed=k + s)
@@ -47,6 +48,7 @@ def test_global_pool_gradcheck():
     assert torch.autograd.gradcheck(lambda t: to_dense(x.replace(t)), (f,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["nearest", "trilinear"])
 def test_devoxelize_gradcheck(mode):
     x = random_sparse(batch=2, size=4, channels=3, seed=6, density=0.6)

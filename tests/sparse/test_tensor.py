@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from i2p.sparse import (MaxPool3d, ReLU, LeakyReLU, Elementwise, SparseTensor, cat, devoxelize,
                         global_avg_pool, global_max_pool, sparse_collate, sparse_quantize, to_dense)
-from test_sparse_helpers import dense_grid, random_sparse, sample
+from tests.helpers.sparse import dense_grid, random_sparse, sample
 
 
 def coords4(rows):

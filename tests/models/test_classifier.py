@@ -7,7 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_classifier_helpers import CLASSES, tiny_data, tiny_pretrained_2d
+from tests.helpers.classifier import CLASSES, tiny_data, tiny_pretrained_2d
 
 from models import PointClassifier
 from models.optim import build_optimizer, build_scheduler, lr_factor
@@ -101,6 +101,7 @@ def _fresh(name: str) -> bool:
     return name.startswith(("conv1.", "bn1.", "head."))
 
 
+@pytest.mark.slow
 def test_fip_io_with_pretrained_2d_learns_and_only_stem_and_head_change(tmp_path):
     pl.seed_everything(0)
     dm = tiny_data()

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from i2p.sparse import Conv3d, SparseTensor, conv3d, get_kernel_offsets
-from test_sparse_helpers import dense_grid, dense_weight, random_sparse, sample
+from tests.helpers.sparse import dense_grid, dense_weight, random_sparse, sample
 
 SIZE = 6
 

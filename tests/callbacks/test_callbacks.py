@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
-from test_callbacks_helpers import ToyClassifier, ToyData
+from tests.helpers.toy import ToyClassifier, ToyData
 
 from callbacks import NeuralCollapse, TimeToAccuracy, WandbMedia
 from callbacks.neural_collapse import METRICS
@@ -41,6 +41,7 @@ def _trainer(tmp_path, callbacks, loggers, epochs=2, **kw):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_fit_with_all_callbacks_logs_everything(tmp_path, monkeypatch):
     logged = []
     original = WandbLogger.log_metrics

@@ -38,6 +38,7 @@ def expected_params(sd2d, in_channels, num_classes, num_features, shortcut="repe
     return total + stem + head
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_variant_matches_timm(name):
     with torch.device("meta"):

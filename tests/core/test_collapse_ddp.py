@@ -1,4 +1,5 @@
 """Two gloo processes on uneven shards report exactly what one process reports on all the data."""
+import pytest
 
 import math
 import os
@@ -45,6 +46,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.ddp
 def test_two_gloo_ranks_equal_one_process(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     C, h, y, p, w = _data()

@@ -1,13 +1,14 @@
 """``i2p pretrain2d``: generated images, a loadable timm-format checkpoint, and the settings cache."""
 
 from __future__ import annotations
+import pytest
 
 import json
 
 import numpy as np
 import timm
 import torch
-from test_classifier_helpers import PRETRAIN_ARGS, tiny_pretrained_2d
+from tests.helpers.classifier import PRETRAIN_ARGS, tiny_pretrained_2d
 
 from i2p.cli import main
 from i2p.commands import pretrain2d
@@ -24,6 +25,7 @@ def test_render_shapes_is_seeded_and_covers_classes():
     assert a.std() > 20  # colour and texture, not blank images
 
 
+@pytest.mark.slow
 def test_checkpoint_is_timm_format_and_inflates():
     path = tiny_pretrained_2d()
     state = torch.load(path, map_location="cpu", weights_only=True)

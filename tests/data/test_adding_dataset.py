@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import yaml
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "adding_a_dataset.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "adding_a_dataset.md"
 
 
 def doc_blocks(lang):
@@ -68,6 +68,7 @@ def test_doc_module_errors_name_the_file(user_package):
         [ds[i] for i in range(len(ds))]
 
 
+@pytest.mark.slow
 def test_cli_parses_the_doc_config(user_package, tmp_path, monkeypatch):
     from i2p import cli
     monkeypatch.setattr(sys, "argv", ["i2p"])

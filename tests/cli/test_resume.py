@@ -1,12 +1,13 @@
 """``i2p fit ... --ckpt_path last`` resumes a stopped run: epoch counter, step, optimizer and schedule."""
 
 from __future__ import annotations
+import pytest
 
 import copy
 
 import pytorch_lightning as pl
 import torch
-from test_classifier_helpers import write_config
+from tests.helpers.classifier import write_config
 
 from i2p.cli import run_lightning
 
@@ -20,6 +21,7 @@ class RecordStart(pl.Callback):
         self.lr = trainer.optimizers[0].param_groups[0]["lr"]
 
 
+@pytest.mark.slow
 def test_resume_from_last(tmp_path):
     cfg = write_config(tmp_path, data={"num_train": 16})
     first = run_lightning(["fit", "--config", str(cfg), "--trainer.max_epochs", "1"])

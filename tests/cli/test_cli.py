@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_classifier_helpers import CLASSES, tiny_pretrained_2d, write_config
+from tests.helpers.classifier import CLASSES, tiny_pretrained_2d, write_config
 
 from i2p.cli import main, run_lightning
 from i2p.logging import wandb_has_credentials, wandb_offline_default
@@ -35,6 +35,7 @@ def test_wandb_offline_unless_credentials(tmp_path, monkeypatch):
     assert not wandb_offline_default()
 
 
+@pytest.mark.slow
 def test_fit_logs_offline_wandb_and_checkpoints_then_test_from_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

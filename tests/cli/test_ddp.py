@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_classifier_helpers import write_config
+from tests.helpers.classifier import write_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _i2p(args: list[str], cwd: Path) -> None:
@@ -38,6 +38,7 @@ def _csv_logger(path: Path) -> list[str]:
     return ["--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(path)]
 
 
+@pytest.mark.ddp
 def test_two_processes_fit_and_validate_like_one(tmp_path):
     # 9 validation shapes, batch 4: rank 0 gets 5 (2 batches), rank 1 gets 4 (1 batch)
     cfg = write_config(tmp_path, data={"num_val": 9, "batch_size": 4, "num_train": 16})

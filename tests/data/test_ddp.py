@@ -35,6 +35,7 @@ class IndexRecorder(pl.LightningModule):
             json.dump(seen, f)
 
 
+@pytest.mark.ddp
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo spawn")
 def test_ddp_eval_counts_each_sample_once(tmp_path):
     # 13 validation and 11 test shapes over 2 ranks, batch 4: a padding sampler would repeat one
