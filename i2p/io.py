@@ -16,28 +16,19 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from i2p.optional import require
+
 PathLike = str | os.PathLike
 
 
 def require_open3d() -> Any:
-    """Import open3d or explain how to get it."""
-    try:
-        import open3d
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "open3d is needed for point-cloud/mesh IO and surface sampling: pip install open3d "
-            "(on Linux it also needs the system library libusb-1.0-0)"
-        ) from e
-    return open3d
+    """open3d, for point-cloud/mesh IO and surface sampling (imported on first use)."""
+    return require("open3d", "point-cloud/mesh IO and surface sampling")
 
 
 def require_h5py() -> Any:
-    """Import h5py or explain how to get it."""
-    try:
-        import h5py
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("h5py is needed to read HDF5 data sets (ModelNet40 h5, ScanObjectNN): pip install h5py") from e
-    return h5py
+    """h5py, for the HDF5 releases (ModelNet40 h5, ScanObjectNN) (imported on first use)."""
+    return require("h5py", "HDF5 data sets (ModelNet40 h5, ScanObjectNN)")
 
 
 # ----------------------------------------------------------------------------- label files
