@@ -51,7 +51,7 @@ def build(regime: str, args: argparse.Namespace):
         num_points=1024, voxel_size=0.1, batch_size=16, seed=0,
     )  # fmt: skip
     if regime != "scratch" and not os.path.exists(args.pretrained):
-        from i2p.commands import pretrain2d
+        from i2p.cli import pretrain2d
 
         pretrain2d.main([])
     model = PointClassifier(

@@ -6,8 +6,9 @@ import pytest
 import torch
 from tests.helpers.classifier import CLASSES, tiny_pretrained_2d, write_config
 
-from i2p.cli import main, run_lightning
-from i2p.logging import wandb_has_credentials, wandb_offline_default
+from i2p.cli import main
+from i2p.cli.lightning import run_lightning
+from i2p.cli.logger import wandb_has_credentials, wandb_offline_default
 
 
 def test_help_lists_trainer_and_extra_commands(capsys):

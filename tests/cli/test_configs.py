@@ -14,7 +14,7 @@ import pytest
 import yaml
 from jsonargparse import Namespace
 
-from i2p.cli import parse_config
+from i2p.cli.lightning import parse_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))

@@ -11,8 +11,8 @@ import torch
 from tests.helpers.classifier import PRETRAIN_ARGS, tiny_pretrained_2d
 
 from i2p.cli import main
-from i2p.commands import pretrain2d
-from i2p.shapes2d import CLASS_NAMES, render_shapes
+from i2p.cli import pretrain2d
+from i2p.cli.shapes2d import CLASS_NAMES, render_shapes
 
 
 def test_render_shapes_is_seeded_and_covers_classes():

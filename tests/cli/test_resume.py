@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from tests.helpers.classifier import write_config
 
-from i2p.cli import run_lightning
+from i2p.cli.lightning import run_lightning
 
 
 class RecordStart(pl.Callback):

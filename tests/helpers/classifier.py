@@ -30,7 +30,7 @@ def tiny_data(**overrides):
 @functools.lru_cache(maxsize=None)
 def tiny_pretrained_2d() -> Path:
     """A tiny ``i2p pretrain2d`` checkpoint, made once per test session (a few seconds)."""
-    from i2p.commands import pretrain2d
+    from i2p.cli import pretrain2d
 
     out = Path(tempfile.mkdtemp(prefix="i2p-pretrain2d-")) / "resnet18_tiny.pth"
     path, _ = pretrain2d.run([*PRETRAIN_ARGS, "--output", str(out)])

@@ -1,5 +1,6 @@
 """Loading 2D weights: local files (timm/torchvision, wrapped, safetensors), modules, the timm
-pretrained path, strict errors, and the `i2p inflate` checkpoint round trip."""
+pretrained path, strict errors, and the `i2p inflate` checkpoint round trip.
+"""
 import pickle
 
 import pytest
@@ -8,13 +9,10 @@ import torch
 from safetensors.torch import save_file
 from timm.models.resnet import BasicBlock, ResNet
 
-from i2p.commands.inflate import main as inflate_main
-from i2p.inflate import inflate_kernel, repeat_kernel
 from models.backbones import SparseResNet, create_sparse_resnet
 from models.backbones.planar import randomize_bn_stats_
 from models.weights import load_pretrained
-
-
+from tests.helpers.weights import assert_transferred
 
 SMALL = dict(block="basic", layers=(1, 1, 1, 1), channels=(16, 16, 32, 32))
 
@@ -26,14 +24,6 @@ def small_2d(seed=0):
 
 def small_3d(**kw):
     return SparseResNet(num_classes=5, **SMALL, **kw)
-
-
-def assert_transferred(m3, sd2d, mode="copy", axis="y"):
-    sd3 = m3.state_dict()
-    torch.testing.assert_close(sd3["layer2.0.conv1.kernel"], inflate_kernel(sd2d["layer2.0.conv1.weight"], mode, axis))
-    torch.testing.assert_close(sd3["layer2.0.downsample.0.kernel"], repeat_kernel(sd2d["layer2.0.downsample.0.weight"]))
-    for k in ("running_mean", "running_var", "weight", "bias", "num_batches_tracked"):
-        torch.testing.assert_close(sd3[f"layer3.0.bn2.{k}"], sd2d[f"layer3.0.bn2.{k}"])
 
 
 def test_local_timm_checkpoint_file(tmp_path):
@@ -134,26 +124,3 @@ def test_unknown_and_missing_keys():
         load_pretrained(small_3d(), 3.5)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_pretrained(small_3d(), "nope.pth")
-
-
-@pytest.mark.slow
-def test_inflate_command_round_trip(tmp_path, capsys):
-    torch.manual_seed(0)
-    m2 = randomize_bn_stats_(timm.create_model("resnet18", num_classes=10))
-    src = tmp_path / "r18.pth"
-    torch.save(m2.state_dict(), src)
-    for suffix in (".pth", ".safetensors"):
-        out = tmp_path / f"r18_3d{suffix}"
-        assert inflate_main(["--model", "resnet18", "--weights", str(src), "--out", str(out),
-                             "--depth-axis", "x", "--kernel-mode", "center"]) == 0
-        m3 = create_sparse_resnet("resnet18", pretrained=str(out), depth_axis="x", kernel_mode="center",
-                                  num_classes=3)
-        assert m3.pretrained_cfg["transfer"].already_3d
-        assert_transferred(m3, m2.state_dict(), "center", "x")
-        with pytest.raises(ValueError, match="was inflated with"):
-            create_sparse_resnet("resnet18", pretrained=str(out), num_classes=3)  # default axis y
-    assert "wrote" in capsys.readouterr().out
-    assert inflate_main(["--model", "resnet18", "--verify", "--weights", str(src), "--height", "12",
-                         "--width", "10", "--kernel-mode", "center"]) == 0
-    text = capsys.readouterr().out
-    assert "PASS" in text and all(s in text for s in ("stem", "layer1", "layer4"))

@@ -8,9 +8,7 @@ than YAML (W&B logger that goes offline without credentials, checkpoints ``last`
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,13 +18,6 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-# name -> module with a `main(argv) -> int | None`
-EXTRA_COMMANDS = {
-    "pretrain2d": ("i2p.commands.pretrain2d", "train a timm ConvNet on generated 2D images (or an ImageFolder)"),
-    "inflate": ("i2p.commands.inflate", "inflate a 2D timm checkpoint into a 3D sparse state dict"),
-    "demo": ("i2p.commands.demo", "pretrain2d -> FIP-IO finetune on synthetic shapes -> test, offline"),
-}
-
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/acc",
     "checkpoint.mode": "max",
@@ -35,7 +26,7 @@ CHECKPOINT_DEFAULTS = {
     "checkpoint.filename": "best-epoch{epoch:03d}-acc{val/acc:.4f}",
     "checkpoint.auto_insert_metric_name": False,
 }
-LOGGER_DEFAULT = {"class_path": "i2p.logging.WandbLogger", "init_args": {"save_dir": "runs", "project": "i2p"}}
+LOGGER_DEFAULT = {"class_path": "i2p.cli.logger.WandbLogger", "init_args": {"save_dir": "runs", "project": "i2p"}}
 
 
 class LogConfigCallback(SaveConfigCallback):
@@ -101,13 +92,14 @@ class I2PCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def run_lightning(args: Sequence[str] | None = None, cli_class: type[I2PCLI] = I2PCLI, **kwargs: Any) -> I2PCLI:
+def run_lightning(args: Sequence[str] | None = None, cli_class: type[I2PCLI] = I2PCLI, description: str = "",
+                  **kwargs: Any) -> I2PCLI:
     """Build (and by default run) the LightningCLI; ``args=None`` reads ``sys.argv``."""
     kwargs.setdefault("save_config_callback", LogConfigCallback)
     kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False, "config_filename": "i2p_config.yaml"})
     kwargs.setdefault("seed_everything_default", 0)
     kwargs.setdefault("auto_configure_optimizers", False)
-    kwargs.setdefault("parser_kwargs", {"description": _description()})
+    kwargs.setdefault("parser_kwargs", {"description": description})
     return cli_class(args=None if args is None else list(args), **kwargs)
 
 
@@ -125,22 +117,3 @@ def parse_config(args: Sequence[str]) -> Any:
     Classes are imported and ``init_args`` type-checked, but no model, data or trainer is created.
     """
     return run_lightning(args, cli_class=_ParseOnlyCLI).config
-
-
-def _description() -> str:
-    extra = "\n".join(f"  i2p {name:<11} {help_}" for name, (_, help_) in EXTRA_COMMANDS.items())
-    return "Image2Point on PyTorch Lightning. Also:\n" + extra
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``i2p`` console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in EXTRA_COMMANDS:
-        module = importlib.import_module(EXTRA_COMMANDS[args[0]][0])
-        return int(module.main(args[1:]) or 0)
-    run_lightning(None if argv is None else args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from i2p.io import atomic_path, atomic_write_bytes
-from i2p.shapes2d import CLASS_NAMES, render_shapes
+from i2p.cli.shapes2d import CLASS_NAMES, render_shapes
 
 DEFAULT_OUTPUT = ".cache/i2p/pretrain2d/{model}_{data}_{image_size}px.pth"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from i2p.commands import pretrain2d
+from i2p.cli import pretrain2d
 
 PRETRAIN_ARGS = ["--model", "resnet18", "--image-size", "32", "--num-images", "4000", "--epochs", "8"]
 # 8 epochs (~90 s on 2 CPUs, 2D val acc ~0.56 vs ~0.25 after 3): weaker 2D features made the inflated
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--pretrained", default=None, help="use this 2D checkpoint instead of pretrain2d")
     args, fit_overrides = parser.parse_known_args(list(argv))
 
-    from i2p.cli import run_lightning  # heavy imports after --help
+    from i2p.cli.lightning import run_lightning  # heavy imports after --help
 
     start = time.time()
     if args.pretrained is None:

@@ -1,0 +1,34 @@
+"""The ``i2p`` console script: Lightning's subcommands plus the project's own, one per module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["EXTRA_COMMANDS", "main"]
+
+#: name -> (module with a ``main(argv) -> int | None``, one-line help)
+EXTRA_COMMANDS = {
+    "pretrain2d": ("i2p.cli.pretrain2d", "train a timm ConvNet on generated 2D images (or an ImageFolder)"),
+    "inflate": ("i2p.cli.inflate", "inflate a 2D timm checkpoint into a 3D sparse state dict"),
+    "demo": ("i2p.cli.demo", "pretrain2d -> FIP-IO finetune on synthetic shapes -> test, offline"),
+}
+
+
+def description() -> str:
+    """The ``--help`` text: what i2p is, and the extra commands one per line."""
+    extra = "\n".join(f"  i2p {name:<11} {help_}" for name, (_, help_) in EXTRA_COMMANDS.items())
+    return "Image2Point on PyTorch Lightning. Also:\n" + extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``i2p`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in EXTRA_COMMANDS:
+        module = importlib.import_module(EXTRA_COMMANDS[args[0]][0])
+        return int(module.main(args[1:]) or 0)
+    from i2p.cli.lightning import run_lightning  # Lightning's import cost only for its subcommands
+
+    run_lightning(None if argv is None else args, description=description())
+    return 0
