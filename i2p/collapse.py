@@ -1,6 +1,6 @@
 """Neural-collapse statistics from penultimate features, streaming and mergeable across ranks.
 
-Definitions follow ARCHITECTURE.md ("Neural-collapse statistics"). Only the sufficient
+Definitions follow docs/collapse.md. Only the sufficient
 statistics the metrics need are kept, in float64:
 
 - per class: count ``n_c``, mean ``mu_c`` and the trace of its scatter ``tr M2_c``

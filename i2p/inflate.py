@@ -2,7 +2,7 @@
 
 A 2D kernel `W[out, in/groups, kh, kw]` becomes a 3D kernel `[K, in/groups, out]` laid out in the
 sparse engine's (torchsparse's) kernel-offset order, by spreading it along one depth axis. Image
-rows and columns land on the two other axes (ARCHITECTURE.md, "Inflation"):
+rows and columns land on the two other axes (docs/inflation.md):
 
     depth axis   rows ->  cols ->  official Image2Point name
     y (default)  z        x        z-axis

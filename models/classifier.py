@@ -36,7 +36,7 @@ class PointClassifier(pl.LightningModule):
         num_classes: linked from the DataModule by the CLI.
         regime: FIP regime, one of ``io``, ``ioms``, ``iobn``, ``all``, ``scratch``.
         pretrained: False, True (timm weights) or a path to a 2D timm state dict (``.pth``).
-        kernel_mode, depth_axis, shortcut, stem, head: inflation options (see ARCHITECTURE.md).
+        kernel_mode, depth_axis, shortcut, stem, head: inflation options (docs/inflation.md).
         label_smoothing: cross-entropy label smoothing.
         optimizer: ``sgd`` or ``adamw``; lr, momentum, weight_decay, nesterov as usual.
         scheduler: ``cosine``, ``poly`` or ``none``, stepped per epoch, after ``warmup_epochs``

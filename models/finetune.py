@@ -1,6 +1,6 @@
 """FIP finetuning regimes (Image2Point, Sec. 3): which parameters train, which BN statistics freeze.
 
-Regimes (ARCHITECTURE.md, "Finetuning regimes"); "copied" means every backbone tensor that comes
+Regimes (docs/regimes.md); "copied" means every backbone tensor that comes
 from the 2D network, i.e. all but the backbone's `fresh_prefixes()` (the head, and the stem when
 it is `new`); modules outside the backbone (e.g. a LightningModule's own layers) count as new:
 

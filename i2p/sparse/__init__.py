@@ -1,6 +1,6 @@
 """Sparse 3D convolution engine (pure PyTorch, CPU and CUDA), torchsparse semantics.
 
-See ARCHITECTURE.md, "Sparse engine semantics".
+Semantics: docs/engine.md.
 """
 from .dense import to_dense
 from .devoxelize import devoxelize

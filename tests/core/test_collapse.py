@@ -1,4 +1,4 @@
-"""CollapseStats against direct computations from the definitions in ARCHITECTURE.md."""
+"""CollapseStats against direct computations from the definitions in docs/collapse.md."""
 
 import math
 

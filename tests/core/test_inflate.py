@@ -11,7 +11,7 @@ AXES = {"x": 0, "y": 1, "z": 2}
 
 
 def test_kernel_offsets_follow_torchsparse_order():
-    # odd: z outer, y, x inner; even: x outer, y, z inner (ARCHITECTURE.md)
+    # odd: z outer, y, x inner; even: x outer, y, z inner (docs/engine.md)
     r3 = [-1, 0, 1]
     odd = [[x, y, z] for z in r3 for y in r3 for x in r3]
     assert get_kernel_offsets(3).tolist() == odd

@@ -80,7 +80,7 @@ def test_one_step_changes_exactly_what_it_should(regime):
 
 def test_reference_counts_resnet18_and_resnet50():
     expected = {
-        # ResNet-18, 3 input channels, 40 classes, stem new, paper head (ARCHITECTURE.md, official code)
+        # ResNet-18, 3 input channels, 40 classes, stem new, paper head (docs/regimes.md, official code)
         "resnet18": {"io": 25_912, "ioms": 25_912, "iobn": 35_384, "all": 34_368_056, "scratch": 34_368_056},
         "resnet50": {"io": 87_352, "ioms": 87_352, "iobn": 140_344, "all": 65_602_616, "scratch": 65_602_616},
     }

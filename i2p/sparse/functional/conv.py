@@ -169,7 +169,7 @@ def sparse_matmul(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, gr
 def conv3d(x: SparseTensor, kernel: torch.Tensor, bias: torch.Tensor | None = None,
            kernel_size: IntOr3 = 3, stride: IntOr3 = 1, dilation: IntOr3 = 1,
            transposed: bool = False, groups: int = 1) -> SparseTensor:
-    """Sparse convolution with torchsparse semantics (see ARCHITECTURE.md).
+    """Sparse convolution with torchsparse semantics (docs/engine.md).
 
     `kernel` is `[K, Cin/g, Cout]` (or `[Cin/g, Cout]` for K = 1). Stride 1: outputs at the
     input coordinates. Stride s: outputs at the unique `floor(c / (s·ts))·(s·ts)`, output `o`
