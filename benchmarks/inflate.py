@@ -50,12 +50,12 @@ def _measure(step: str, name: str, mode: str) -> dict:
     base = _rss_mib()
     t0 = time.perf_counter()
     if step == "state_dict":
-        from i2p.inflate import inflate_state_dict
+        from i2p.inflate import InflateConfig, inflate_state_dict
         out = inflate_state_dict(sd, mode, "y", "repeat")
         n = sum(v.numel() for v in out.values())
     else:
         from models.backbones import create_sparse_resnet
-        model = create_sparse_resnet(name, pretrained=model_2d, kernel_mode=mode, num_classes=40)
+        model = create_sparse_resnet(name, pretrained=model_2d, inflate=InflateConfig(kernel_mode=mode), num_classes=40)
         n = sum(p.numel() for p in model.parameters())
     return dict(step=step, name=name, mode=mode, seconds=time.perf_counter() - t0, numel=n,
                 base_mib=base, peak_mib=_rss_mib(), params_2d=sum(v.numel() for v in sd.values()))

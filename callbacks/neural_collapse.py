@@ -1,7 +1,8 @@
 """Neural-collapse metrics logged during fit: a thin Lightning layer over :mod:`i2p.collapse`.
 
-- ``val``: features of the validation pass itself (``pl_module.step_outputs``), so no extra
-  forward; the evaluation loaders do not pad, so each sample counts once across ranks.
+- ``val``: features of the validation pass itself (the ``validation_step`` outputs of
+  docs/conventions.md), so no extra forward; the evaluation loaders do not pad, so each sample
+  counts once across ranks.
 - ``train``: an extra pass over ``trainer.datamodule.train_eval_dataloader()`` (test-time
   transforms) in eval mode at the end of the training epoch; collapse is a training-set property.
 Statistics are all-reduced and rank 0's values broadcast, so every rank logs the same floats
@@ -110,8 +111,10 @@ class NeuralCollapse(Callback):
         if self._val is None or dataloader_idx != 0:
             return
         t0 = time.perf_counter()
-        features, labels, preds = _step_features(pl_module, batch)
-        self._val.update(features, labels, preds)
+        if not (isinstance(outputs, dict) and {"features", "label", "preds"} <= set(outputs)):
+            raise TypeError("NeuralCollapse needs validation_step to return the step dict of docs/conventions.md "
+                            f"(features, label, preds), got {type(outputs).__name__}")
+        self._val.update(outputs["features"].float(), outputs["label"], outputs["preds"])
         self._add_time(trainer, t0)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -215,23 +218,6 @@ def _broadcast_buffers(pl_module: LightningModule) -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         for buf in pl_module.buffers():
             torch.distributed.broadcast(buf.data, src=0)
-
-
-def _step_features(pl_module: LightningModule, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(features, labels, preds) of this validation step: ``step_outputs`` if fresh, else ``extract``."""
-    out = getattr(pl_module, "step_outputs", None)
-    fresh = isinstance(out, dict) and "features" in out
-    if fresh and "index" in out and isinstance(batch, dict) and "index" in batch:
-        fresh = torch.equal(out["index"].reshape(-1).cpu(), batch["index"].reshape(-1).cpu())
-    if fresh:
-        labels = out.get("label", batch["label"] if isinstance(batch, dict) else None)
-        preds = out.get("preds")
-        if preds is None and "logits" in out:
-            preds = out["logits"].argmax(-1)
-        return out["features"].float(), labels, preds
-    with torch.no_grad():
-        features, logits = pl_module.extract(batch["x"])
-    return features.float(), batch["label"], logits.argmax(-1)
 
 
 def _shard(loader: Any, world: int, rank: int) -> tuple[Any, tuple[int, int] | None]:

@@ -1,8 +1,10 @@
 """Validation media for W&B: point clouds coloured by truth and prediction, a confusion
 matrix and a per-class accuracy table. Without a ``WandbLogger`` every hook returns at once.
 
-The confusion counts are summed over ranks (``strategy.reduce``), so the matrix covers the
-whole validation set under DDP; the clouds come from rank 0's first batches.
+The clouds come from rank 0's first ``validation_step`` outputs (docs/conventions.md). The
+confusion matrix has one owner, the LightningModule (``pl_module.confusion["val"]``, summed over
+ranks by its torchmetrics object once per epoch): this callback only draws it, after the module's
+``on_validation_epoch_end`` has computed it.
 """
 
 from __future__ import annotations
@@ -31,49 +33,37 @@ class WandbMedia(Callback):
         self.num_clouds = num_clouds
         self.max_points = max_points
         self.every_n_epochs = max(1, int(every_n_epochs))
-        self._confusion: torch.Tensor | None = None
         self._clouds: list[dict[str, np.ndarray]] = []
 
     @staticmethod
     def _wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
         return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
+    def _active(self, trainer: Trainer) -> bool:
+        every = (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        return every and not trainer.sanity_checking and bool(self._wandb_loggers(trainer))
+
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._confusion, self._clouds = None, []
-        active = (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not trainer.sanity_checking
-        if active and self._wandb_loggers(trainer):  # same answer on every rank: collectives stay paired
-            c = int(pl_module.num_classes)
-            self._confusion = torch.zeros(c, c, dtype=torch.long, device=pl_module.device)
+        self._clouds = []
 
     def on_validation_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._confusion is None or dataloader_idx != 0:
+        if dataloader_idx != 0 or not trainer.is_global_zero or len(self._clouds) >= self.num_clouds:
             return
-        if not isinstance(batch, dict):
+        if not self._active(trainer) or not isinstance(outputs, dict) or not isinstance(batch, dict):
             return
-        out = getattr(pl_module, "step_outputs", None) or (outputs if isinstance(outputs, dict) else {})
-        if "index" in out and "index" in batch and not torch.equal(out["index"].cpu(), batch["index"].cpu()):
-            return  # stale outputs of another step: better no media than wrong media
-        label = out.get("label", batch.get("label"))
-        preds = out.get("preds")
-        if preds is None and "logits" in out:
-            preds = out["logits"].argmax(-1)
-        if preds is None or label is None or preds.shape != label.shape:
+        label, preds = outputs.get("label"), outputs.get("preds")
+        if preds is None or label is None or preds.shape != label.shape or "points" not in batch:
             return
-        c = self._confusion.shape[0]
-        label, preds = label.reshape(-1).to(self._confusion.device), preds.reshape(-1).to(self._confusion.device)
-        ok = (label >= 0) & (label < c)
-        self._confusion += torch.bincount(label[ok] * c + preds[ok], minlength=c * c).reshape(c, c)
-        if trainer.is_global_zero and len(self._clouds) < self.num_clouds and "points" in batch:
-            self._take_clouds(batch, label, preds)
+        self._take_clouds(batch, label.reshape(-1), preds.reshape(-1), int(pl_module.num_classes))
 
-    def _take_clouds(self, batch: dict, label: torch.Tensor, preds: torch.Tensor) -> None:
+    def _take_clouds(self, batch: dict, label: torch.Tensor, preds: torch.Tensor, num_classes: int) -> None:
         points = batch["points"].detach().float().cpu().numpy()
         offsets = batch.get("point_offsets")
         offsets = [0, len(points)] if offsets is None else offsets.cpu().tolist()
         per_point = label.numel() == len(points)  # segmentation: one label per input point
-        colours = palette(self._confusion.shape[0])
+        colours = palette(num_classes)
         label, preds = label.cpu().numpy(), preds.cpu().numpy()
         for b in range(len(offsets) - 1):
             if len(self._clouds) >= self.num_clouds:
@@ -93,15 +83,13 @@ class WandbMedia(Callback):
                 }
             )
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._confusion is None:
-            return
-        confusion = trainer.strategy.reduce(self._confusion, reduce_op="sum")  # collective: all ranks
-        if trainer.is_global_zero:
-            payload = self._payload(confusion.cpu(), getattr(pl_module, "class_names", None))
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        confusion = getattr(pl_module, "confusion", {}).get("val")
+        if self._active(trainer) and trainer.is_global_zero and confusion is not None:
+            payload = self._payload(confusion, getattr(pl_module, "class_names", None))
             for logger in self._wandb_loggers(trainer):
                 logger.log_metrics(payload, step=trainer.global_step)
-        self._confusion, self._clouds = None, []
+        self._clouds = []
 
     def _payload(self, confusion: torch.Tensor, class_names: list[str] | None) -> dict[str, Any]:
         import wandb

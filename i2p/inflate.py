@@ -67,6 +67,20 @@ class InflateConfig:
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    @classmethod
+    def coerce(cls, value: InflateConfig | Mapping[str, str] | None) -> InflateConfig:
+        """An `InflateConfig` from itself, its dict (as stored in checkpoints) or None (the defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"kernel_mode", "depth_axis", "shortcut"}
+            if unknown:
+                raise ValueError(f"inflate: unknown settings {sorted(unknown)}; expected kernel_mode, depth_axis, shortcut")
+            return cls(**value)
+        raise TypeError(f"inflate must be an InflateConfig or a dict of its settings, got {type(value).__name__}")
+
 
 def kernel_index(offset: tuple[int, int, int], kernel_size: int) -> int:
     """Row of a 3D kernel holding the weight of one unit `(dx, dy, dz)` offset (odd kernels).

@@ -18,10 +18,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from i2p.inflate import InflateConfig
 from models.backbones import create_sparse_resnet
-from models.finetune import REGIMES, apply_regime, trainable_parameters
+from models.finetune import apply_regime, get_regime, trainable_parameters
 from models.optim import build_optimizer, build_scheduler
 
+__all__ = ["PointClassifier"]
 
 
 def _sanitize(name: str) -> str:
@@ -34,9 +36,11 @@ class PointClassifier(pl.LightningModule):
     Args:
         backbone: timm ResNet name (``resnet18``, ``resnet50``, ...).
         num_classes: linked from the DataModule by the CLI.
-        regime: FIP regime, one of ``io``, ``ioms``, ``iobn``, ``all``, ``scratch``.
+        regime: FIP regime, one of ``io``, ``ioms``, ``iobn``, ``all``, ``scratch`` (docs/regimes.md).
         pretrained: False, True (timm weights) or a path to a 2D timm state dict (``.pth``).
-        kernel_mode, depth_axis, shortcut, stem, head: inflation options (docs/inflation.md).
+        inflate: the inflation settings, ``InflateConfig`` (YAML ``inflate: {kernel_mode: copy,
+            depth_axis: y, shortcut: repeat}``; docs/inflation.md).
+        stem, head: the new input layer and output head (docs/inflation.md).
         label_smoothing: cross-entropy label smoothing.
         optimizer: ``sgd`` or ``adamw``; lr, momentum, weight_decay, nesterov as usual.
         scheduler: ``cosine``, ``poly`` or ``none``, stepped per epoch, after ``warmup_epochs``
@@ -51,9 +55,7 @@ class PointClassifier(pl.LightningModule):
         in_channels: int = 3,
         regime: str = "io",
         pretrained: bool | str = False,
-        kernel_mode: str = "copy",
-        depth_axis: str = "y",
-        shortcut: str = "repeat",
+        inflate: InflateConfig = InflateConfig(),
         stem: str = "new",
         head: str = "linear_bn",
         label_smoothing: float = 0.0,
@@ -68,31 +70,29 @@ class PointClassifier(pl.LightningModule):
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
-        if regime not in REGIMES:
-            raise ValueError(f"unknown regime {regime!r}; choose one of {REGIMES}")
+        self.regime = get_regime(regime)
+        inflate = InflateConfig.coerce(inflate)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
-        self.save_hyperparameters()
-        if regime == "scratch":
-            pretrained = False
+        self.save_hyperparameters(ignore=["inflate"])
+        self.save_hyperparameters({"inflate": inflate.as_dict()})  # plain data: checkpoints load weights_only
 
         self.backbone = create_sparse_resnet(
             backbone,
-            pretrained=pretrained,
-            kernel_mode=kernel_mode,
-            depth_axis=depth_axis,
-            shortcut=shortcut,
+            pretrained=pretrained if self.regime.needs_pretrained else False,
+            inflate=inflate,
             stem=stem,
             in_channels=in_channels,
             num_classes=num_classes,
             head=head,
         )
-        # frozen BN layers stay in eval through Lightning's model.train() (FrozenBNMixin)
-        self.regime_summary = apply_regime(self.backbone, regime)
+        # the regime's rule keeps frozen BN layers in eval through Lightning's model.train()
+        self.regime_summary = apply_regime(self, self.regime)
 
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
-        self.step_outputs: dict[str, Tensor] = {}
+        #: the last epoch's confusion matrix per split ("val", "test"), summed over ranks; rows = truth
+        self.confusion: dict[str, Tensor] = {}
 
         def acc(average: str) -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average=average)
@@ -132,37 +132,39 @@ class PointClassifier(pl.LightningModule):
         return weight
 
     # ------------------------------------------------------------------- steps
-    def _shared_step(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, int]:
+    def _shared_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The step dict of docs/conventions.md: ``loss`` (with its graph) and detached
+        ``features``, ``logits``, ``preds``, ``label``, ``index``."""
         features, logits = self.extract(batch["x"])
         label = batch["label"]
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
-        preds = logits.argmax(dim=1)
         index = batch.get("index")
-        self.step_outputs = {
+        return {
+            "loss": loss,
             "features": features.detach(),
             "logits": logits.detach(),
-            "preds": preds.detach(),
-            "label": label.detach(),
-            "index": index.detach() if isinstance(index, Tensor) else torch.arange(len(label)),
+            "preds": logits.detach().argmax(dim=1),
+            "label": label,
+            "index": index if isinstance(index, Tensor) else torch.arange(len(label), device=label.device),
         }
-        return loss, preds, len(label)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss, preds, bs = self._shared_step(batch)
-        label = batch["label"]
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        step = self._shared_step(batch)
+        bs, preds, label = len(step["label"]), step["preds"], step["label"]
         self.train_acc(preds, label)
         self.train_macc(preds, label)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("train/loss", step["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log("train/macc", self.train_macc, on_step=False, on_epoch=True, batch_size=bs)
         if self._trainer is not None and self.trainer.optimizers:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
-        return loss
+        return step
 
-    def _eval_step(self, batch: dict[str, Any], split: str) -> None:
-        loss, preds, bs = self._shared_step(batch)
-        label = batch["label"]
-        getattr(self, f"{split}_loss").update(loss.detach(), weight=bs)
+    def _eval_step(self, batch: dict[str, Any], split: str) -> dict[str, Tensor]:
+        step = self._shared_step(batch)
+        step["loss"] = step["loss"].detach()
+        bs, preds, label = len(step["label"]), step["preds"], step["label"]
+        getattr(self, f"{split}_loss").update(step["loss"], weight=bs)
         getattr(self, f"{split}_acc").update(preds, label)
         getattr(self, f"{split}_macc").update(preds, label)
         getattr(self, f"{split}_confusion").update(preds, label)
@@ -170,12 +172,13 @@ class PointClassifier(pl.LightningModule):
         self.log(f"{split}/loss", getattr(self, f"{split}_loss"), prog_bar=True, **kw)
         self.log(f"{split}/acc", getattr(self, f"{split}_acc"), prog_bar=True, **kw)
         self.log(f"{split}/macc", getattr(self, f"{split}_macc"), **kw)
+        return step
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         features, logits = self.extract(batch["x"])
@@ -185,12 +188,15 @@ class PointClassifier(pl.LightningModule):
         return out
 
     # --------------------------------------------------------- per-class accuracy
-    def _log_per_class(self, split: str) -> None:
+    def _epoch_confusion(self, split: str) -> None:
+        """Compute (synced across ranks, once per epoch on every rank) and keep the split's confusion
+        matrix, the one owner of it: per-class accuracy is logged from it, callbacks read it."""
         metric: MulticlassConfusionMatrix = getattr(self, f"{split}_confusion")
         if not metric.update_called:
             return
-        cm = metric.compute()  # synced across ranks, once per epoch on every rank
+        cm = metric.compute()
         metric.reset()
+        self.confusion[split] = cm.detach().cpu()
         support = cm.sum(1)
         per_class = cm.diag().float() / support.clamp_min(1).float()
         names = self.class_names or [f"class{i:02d}" for i in range(self.num_classes)]
@@ -199,16 +205,17 @@ class PointClassifier(pl.LightningModule):
                 self.log(f"{split}/acc_{_sanitize(name)}", per_class[i], sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_per_class("val")
+        self._epoch_confusion("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_per_class("test")
+        self._epoch_confusion("test")
 
     # -------------------------------------------------------------- regime
     def on_fit_start(self) -> None:
         rank_zero_info(f"[PointClassifier] {self.regime_summary}")
-        if self.hparams.regime in ("io", "ioms", "iobn") and not self.hparams.pretrained:
-            rank_zero_warn(f"regime {self.hparams.regime!r} without pretrained weights trains on frozen random layers")
+        frozen = not self.regime.train_copied_kernels
+        if self.regime.needs_pretrained and frozen and not self.hparams.pretrained:
+            rank_zero_warn(f"regime {self.regime.name!r} without pretrained weights trains on frozen random layers")
 
     # ----------------------------------------------------------- optimization
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -1,46 +1,64 @@
 """FIP finetuning regimes (Image2Point, Sec. 3): which parameters train, which BN statistics freeze.
 
-Regimes (docs/regimes.md); "copied" means every backbone tensor that comes
-from the 2D network, i.e. all but the backbone's `fresh_prefixes()` (the head, and the stem when
-it is `new`); modules outside the backbone (e.g. a LightningModule's own layers) count as new:
+The regimes are data (``REGIMES``, docs/regimes.md): ``apply_regime`` reads a ``Regime`` record and
+applies it to the module it is given (a LightningModule or a bare backbone). "Copied" means every
+backbone tensor that comes from the 2D network, i.e. all but the backbone's ``fresh_prefixes()``
+(the head, and the stem when it is ``new``); modules outside the backbone count as new.
 
-    regime   new layers   copied kernels   copied BN affine   copied BN running stats
-    io       train        frozen           frozen             frozen (BN kept in eval mode)
-    ioms     train        frozen           frozen             updated (BN in train mode)
-    iobn     train        frozen           train              updated
-    all      train        train            train              updated
-    scratch  as `all`, after re-initialising the backbone (the from-scratch baseline)
-
-Frozen BN layers must stay in eval mode through every `model.train()` (Lightning calls it each
-epoch): the backbone's `train()` (`FrozenBNMixin`) re-applies eval to them by *name*, so it also
-survives BN modules being replaced, e.g. by `i2p.sparse.convert_sync_batchnorm` (which shares the
-Parameter objects, so `requires_grad` survives as well).
+Frozen BN layers must stay in eval mode through every ``model.train()`` (Lightning calls it each
+epoch). The rule is installed on the given module itself: its ``train`` becomes the class's
+``train`` followed by putting the frozen BN layers back to eval, by *name*, so it survives BN
+modules being replaced (``i2p.sparse.convert_sync_batchnorm`` shares the Parameter objects, so
+``requires_grad`` survives as well). The backbone class carries no training policy.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["REGIMES", "FrozenBNMixin", "RegimeSummary", "apply_regime", "trainable_parameters",
-           "regime_summary", "count_parameters", "find_backbone"]
+__all__ = [
+    "Regime", "REGIMES", "RegimeSummary", "apply_regime", "get_regime", "frozen_bn_names",
+    "trainable_parameters", "regime_summary", "count_parameters", "find_backbone",
+]  # fmt: skip
 
-REGIMES = ("io", "ioms", "iobn", "all", "scratch")
+
+@dataclass(frozen=True)
+class Regime:
+    """What one finetuning regime trains and freezes (the columns of docs/regimes.md)."""
+
+    name: str
+    train_copied_kernels: bool  # copied conv kernels (and any copied non-BN tensor) get gradients
+    train_copied_bn_affine: bool  # copied BN weight/bias get gradients
+    update_copied_bn_stats: bool  # copied BN layers run in train mode (running statistics move)
+    needs_pretrained: bool  # the regime means something only with 2D weights
+    reinit: bool = False  # re-initialise the backbone first (the from-scratch baseline)
+    description: str = ""
 
 
-class FrozenBNMixin:
-    """`train(mode)` keeps the BN layers named in `frozen_bn` (relative names) in eval mode."""
+REGIMES: dict[str, Regime] = {
+    r.name: r
+    for r in (
+        Regime("io", False, False, False, True, description="FIP-IO: new stem and head train, copied layers frozen"),
+        Regime("ioms", False, False, True, True, description="FIP-IO, copied BN statistics update"),
+        Regime("iobn", False, True, True, True, description="FIP-IO+BN: also copied BN affine and statistics"),
+        Regime("all", True, True, True, True, description="FIP-ALL: everything trains"),
+        Regime("scratch", True, True, True, False, reinit=True, description="random init, everything trains"),
+    )
+}
 
-    frozen_bn: tuple[str, ...] = ()
 
-    def train(self, mode: bool = True):  # type: ignore[override]
-        super().train(mode)  # type: ignore[misc]
-        for name in self.frozen_bn:
-            self.get_submodule(name).train(False)  # type: ignore[attr-defined]
-        return self
+def get_regime(regime: str | Regime) -> Regime:
+    """The ``Regime`` record of a name (ValueError listing the names otherwise)."""
+    if isinstance(regime, Regime):
+        return regime
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {tuple(REGIMES)}, got {regime!r}")
+    return REGIMES[regime]
 
 
 @dataclass
@@ -58,14 +76,34 @@ class RegimeSummary:
                 f"({pct:.2f}%), {len(self.frozen_bn)} BN layers frozen in eval mode")
 
 
+class _TrainKeepingBNFrozen:
+    """Installed as ``module.train`` by `apply_regime`: the class's own ``train``, then the named
+    BN layers back to eval. A picklable object (not a closure), so the module still pickles and
+    deep-copies (DDP spawn, checkpoint callbacks)."""
+
+    def __init__(self, module: nn.Module, names: tuple[str, ...]) -> None:
+        self.module, self.names = module, names
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        type(self.module).train(self.module, mode)
+        for name in self.names:
+            self.module.get_submodule(name).train(False)
+        return self.module
+
+
+def frozen_bn_names(module: nn.Module) -> tuple[str, ...]:
+    """Names (relative to ``module``) of the BN layers its regime keeps in eval mode."""
+    train = module.__dict__.get("train")
+    return train.names if isinstance(train, _TrainKeepingBNFrozen) else ()
+
+
 def find_backbone(model: nn.Module) -> tuple[str, nn.Module]:
     """(`prefix`, backbone): `model` itself or its single submodule offering `fresh_prefixes()`."""
-    found = [(n, m) for n, m in model.named_modules()
-             if hasattr(m, "fresh_prefixes") and isinstance(m, FrozenBNMixin)]
+    found = [(n, m) for n, m in model.named_modules() if callable(getattr(m, "fresh_prefixes", None))]
     if len(found) != 1:
         names = [n or "<root>" for n, _ in found]
-        raise ValueError(f"apply_regime needs exactly one backbone (a SparseResNet-like module with "
-                         f"fresh_prefixes() and FrozenBNMixin) inside {type(model).__name__}, found {names}")
+        raise ValueError(f"apply_regime needs exactly one backbone (a module with fresh_prefixes(), e.g. "
+                         f"SparseResNet) inside {type(model).__name__}, found {names}")
     return found[0]
 
 
@@ -73,17 +111,16 @@ def _is_copied(name: str, fresh: tuple[str, ...]) -> bool:
     return not any((name + ".").startswith(p) for p in fresh)
 
 
-def apply_regime(model: nn.Module, regime: str) -> RegimeSummary:
-    """Set `requires_grad` and the frozen-BN list for `regime` on `model` (backbone or a wrapper).
+def apply_regime(model: nn.Module, regime: str | Regime) -> RegimeSummary:
+    """Set `requires_grad` and the frozen-BN rule of `regime` on `model` (backbone or a wrapper).
 
     Idempotent; switching regimes later is allowed. Returns the summary (also `str()`-able).
     """
-    if regime not in REGIMES:
-        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
+    spec = get_regime(regime)
     prefix, backbone = find_backbone(model)
-    if regime == "scratch":
+    if spec.reinit:
         if "transfer" in getattr(backbone, "pretrained_cfg", {}):
-            warnings.warn("regime 'scratch': re-initialising a backbone that holds transferred weights",
+            warnings.warn(f"regime {spec.name!r}: re-initialising a backbone that holds transferred weights",
                           stacklevel=2)
             backbone.pretrained_cfg.pop("transfer")
         backbone.init_weights()
@@ -91,19 +128,18 @@ def apply_regime(model: nn.Module, regime: str) -> RegimeSummary:
     bn_names = {n for n, m in backbone.named_modules() if isinstance(m, _BatchNorm)}
     for p in model.parameters():
         p.requires_grad_(True)
-    frozen_bn: tuple[str, ...] = ()
-    if regime in ("io", "ioms", "iobn"):
-        for name, p in backbone.named_parameters():
-            if not _is_copied(name, fresh):
-                continue
-            owner = name.rpartition(".")[0]
-            p.requires_grad_(regime == "iobn" and owner in bn_names)
-        if regime == "io":
-            frozen_bn = tuple(sorted(n for n in bn_names if _is_copied(n, fresh)))
-    backbone.frozen_bn = frozen_bn
-    backbone.train(backbone.training)  # apply the BN modes now
+    for name, p in backbone.named_parameters():
+        if _is_copied(name, fresh):
+            is_bn = name.rpartition(".")[0] in bn_names
+            p.requires_grad_(spec.train_copied_bn_affine if is_bn else spec.train_copied_kernels)
+    frozen = () if spec.update_copied_bn_stats else tuple(sorted(n for n in bn_names if _is_copied(n, fresh)))
+    frozen = tuple(f"{prefix}.{n}" if prefix else n for n in frozen)
+    model.__dict__.pop("train", None)  # the previous regime's rule, if any
+    if frozen:
+        model.train = _TrainKeepingBNFrozen(model, frozen)
+    model.train(model.training)  # apply the BN modes now
     total, trainable = count_parameters(model)
-    return RegimeSummary(regime, trainable, total, tuple(f"{prefix}.{n}" if prefix else n for n in frozen_bn))
+    return RegimeSummary(spec.name, trainable, total, frozen)
 
 
 def trainable_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
@@ -119,6 +155,5 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def regime_summary(model: nn.Module) -> str:
     """One line: trainable / total parameters and frozen BN layers of `model` as it is now."""
-    _, backbone = find_backbone(model)
     total, trainable = count_parameters(model)
-    return str(RegimeSummary("current", trainable, total, tuple(backbone.frozen_bn)))
+    return str(RegimeSummary("current", trainable, total, frozen_bn_names(model)))

@@ -21,12 +21,14 @@ from torch import nn
 from i2p.inflate import InflateConfig, inflate_entry
 
 __all__ = ["TransferReport", "read_checkpoint", "unwrap_state_dict", "load_2d_state_dict",
-           "transfer_weights", "plan_transfer", "load_pretrained", "META_KEY", "SOURCE_CLASSIFIER"]
+           "transfer_weights", "plan_transfer", "load_pretrained", "save_inflated", "META_KEY", "FORMAT_VERSION",
+           "SOURCE_CLASSIFIER"]
 
 log = logging.getLogger(__name__)
 
 Source = Union[bool, str, os.PathLike, nn.Module, Mapping[str, torch.Tensor]]
-META_KEY = "i2p_inflate"  # marks a checkpoint written by `i2p inflate` (already 3D)
+META_KEY = "i2p_inflate"  # marks a checkpoint written by `save_inflated` / `i2p inflate` (already 3D)
+FORMAT_VERSION = 1  # of those checkpoints
 SOURCE_CLASSIFIER = "fc."  # timm's and torchvision's ResNet classifier
 _WRAPPERS = ("state_dict", "model", "model_state", "model_state_dict", "net", "module")
 _PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
@@ -209,21 +211,55 @@ def transfer_weights(model: nn.Module, state: Mapping[str, torch.Tensor], cfg: I
     return report
 
 
-def load_pretrained(model: nn.Module, pretrained: Source, name: str | None = None, kernel_mode: str = "copy",
-                    depth_axis: str = "y", pretrained_cfg_overlay: dict[str, Any] | None = None) -> TransferReport:
+def load_pretrained(model: nn.Module, pretrained: Source, inflate: InflateConfig | Mapping[str, str] | None = None,
+                    name: str | None = None, pretrained_cfg_overlay: dict[str, Any] | None = None) -> TransferReport:
     """Resolve `pretrained` (see `load_2d_state_dict`) and transfer it into `model`.
 
-    A checkpoint written by `i2p inflate` is already 3D: it loads as is, and its stored inflation
-    settings must equal the requested ones (a silent axis or mode change would be a wrong model).
+    `inflate` defaults to the settings recorded in `model.pretrained_cfg["inflate"]` (or the
+    defaults with the model's shortcut).
+
+    A checkpoint written by `save_inflated` (`i2p inflate`) is already 3D: it loads as is, and its
+    stored inflation settings must equal the requested ones (a silent axis or mode change would be
+    a wrong model).
     """
+    if inflate is None:  # the settings the model was built with, else the defaults with its shortcut
+        recorded = getattr(model, "pretrained_cfg", {}).get("inflate")
+        inflate = recorded or InflateConfig(shortcut=getattr(model, "shortcut", "repeat"))
+    cfg = InflateConfig.coerce(inflate)
     state, meta, source = load_2d_state_dict(pretrained, name, pretrained_cfg_overlay)
-    cfg = InflateConfig(kernel_mode, depth_axis, getattr(model, "shortcut", "repeat"))
     if meta is not None:
+        version = meta.get("format", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{source}: i2p 3D checkpoint format {version}, this version reads {FORMAT_VERSION}")
         stored = InflateConfig(meta["kernel_mode"], meta["depth_axis"], meta["shortcut"])
         if stored != cfg:
             raise ValueError(f"{source} was inflated with {stored.as_dict()}, but {cfg.as_dict()} was "
-                             "requested; pass the stored kernel_mode/depth_axis/shortcut")
+                             "requested; pass the stored inflate settings (kernel_mode, depth_axis, shortcut)")
     report = transfer_weights(model, state, cfg, source, already_3d=meta is not None)
     if hasattr(model, "pretrained_cfg"):
         model.pretrained_cfg["inflate"] = cfg.as_dict()
     return report
+
+
+def save_inflated(model: nn.Module, path: str | os.PathLike, /, **info: Any) -> dict[str, Any]:
+    """Write `model`'s transferred (non-fresh) tensors and the settings that made them, atomically.
+
+    `.safetensors` keeps the settings in its header, `.pth/.pt` under `META_KEY`; `read_checkpoint`
+    reads both back, and `load_pretrained` refuses other inflation settings. `info` adds to the
+    settings (model name, stem, head, source, ...). Returns the settings written.
+    """
+    from i2p.io import atomic_path
+
+    cfg = dict(model.pretrained_cfg.get("inflate") or InflateConfig().as_dict())
+    meta = {**cfg, **info, "format": FORMAT_VERSION}
+    fresh = tuple(model.fresh_prefixes())  # random by design (new stem, head): not worth storing
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith(fresh)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        else:
+            torch.save({"state_dict": state, META_KEY: meta}, tmp)
+    return meta

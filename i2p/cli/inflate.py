@@ -14,7 +14,6 @@ which the two must agree).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -23,15 +22,14 @@ from typing import Any
 
 import torch
 
-from i2p.inflate import DEPTH_AXES, KERNEL_MODES, SHORTCUTS, normalize_depth_axis
-
-FORMAT_VERSION = 1
+from i2p.inflate import DEPTH_AXES, KERNEL_MODES, SHORTCUTS, InflateConfig, normalize_depth_axis
+from models.backbones import ARCHS, HEADS, STEMS
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="i2p inflate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="resnet18/26/34/50/101/152, wide_resnet50_2/101_2, "
-                   "resnext50_32x4d, resnext101_32x8d (a timm tag like resnet50.a1_in1k picks hub weights)")
+    p.add_argument("--model", required=True, help=f"{', '.join(ARCHS)} (a timm tag like resnet50.a1_in1k picks "
+                   "hub weights)")
     p.add_argument("--weights", default="none", help="'pretrained' (timm hub), 'timm:<name>', a .pth/.pt/"
                    ".safetensors file, or 'none' (random 2D weights, --verify only)")
     p.add_argument("--out", default=None, help="3D checkpoint to write (.pth/.pt or .safetensors)")
@@ -39,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-axis", default="y", help="x, y, z or the official names x-axis/y-axis/z-axis "
                    "(official z-axis = depth y); with --verify also 'all'")
     p.add_argument("--shortcut", default="repeat", choices=SHORTCUTS)
-    p.add_argument("--stem", default="new", choices=("new", "inflate"))
-    p.add_argument("--head", default="linear_bn", choices=("linear_bn", "mlp", "linear"))
+    p.add_argument("--stem", default="new", choices=STEMS)
+    p.add_argument("--head", default="linear_bn", choices=HEADS)
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=40)
     p.add_argument("--verify", action="store_true", help="run the planar check instead of writing")
@@ -69,32 +67,22 @@ def _weights_source(weights: str) -> Any:
 
 def write(args: argparse.Namespace) -> int:
     from models.backbones import create_sparse_resnet
+    from models.weights import save_inflated
 
     source = _weights_source(args.weights)
     if source is False:
         raise SystemExit("i2p inflate: --out needs --weights (pretrained, timm:<name> or a file)")
     t0 = time.perf_counter()
-    model = create_sparse_resnet(args.model, pretrained=source, kernel_mode=args.kernel_mode,
-                                 depth_axis=args.depth_axis, shortcut=args.shortcut, stem=args.stem,
+    inflate = InflateConfig(args.kernel_mode, args.depth_axis, args.shortcut)
+    model = create_sparse_resnet(args.model, pretrained=source, inflate=inflate, stem=args.stem,
                                  in_channels=args.in_channels, num_classes=args.num_classes, head=args.head)
     report = model.pretrained_cfg["transfer"]
-    meta = dict(model.pretrained_cfg["inflate"], model=args.model, stem=args.stem, head=args.head,
-                in_channels=args.in_channels, num_classes=args.num_classes, source=report.source,
-                used=len(report.used), dropped=report.dropped,
-                timm_version=__import__("timm").__version__, format=FORMAT_VERSION)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = model.fresh_prefixes()  # random by design (new stem, head): not worth storing
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith(fresh)}
-    if out.suffix == ".safetensors":
-        from safetensors.torch import save_file
-        save_file(state, str(out), metadata={"i2p_inflate": json.dumps(meta)})
-    else:
-        torch.save({"state_dict": state, "i2p_inflate": meta}, out)
-    n = sum(v.numel() for v in state.values())
+    save_inflated(model, out, model=args.model, stem=args.stem, head=args.head, in_channels=args.in_channels,
+                  num_classes=args.num_classes, source=report.source, used=len(report.used),
+                  dropped=report.dropped, timm_version=__import__("timm").__version__)
     print(report.details() if args.list_keys else str(report))
-    print(f"wrote {out} ({n:,} tensor elements, {out.stat().st_size / 2**20:.1f} MiB) in "
-          f"{time.perf_counter() - t0:.1f}s")
+    print(f"wrote {out} ({len(report.used)} tensors, {out.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f}s")
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from i2p.inflate import PLANE_AXES, normalize_depth_axis
+from i2p.inflate import InflateConfig, PLANE_AXES, normalize_depth_axis
 from i2p.sparse import SparseTensor
 
 __all__ = ["image_to_sparse", "sparse_to_image", "randomize_bn_stats_", "planar_errors",
@@ -115,5 +115,5 @@ def build_planar_pair(name_or_args: Union[str, dict[str, Any]], kernel_mode: str
             model_2d = ResNet(block=block, layers=args["layers"], num_classes=10, **extra)
         randomize_bn_stats_(model_2d, seed)
     model_3d = SparseResNet(num_classes=10, stem="inflate", shortcut="point", **args)
-    load_pretrained(model_3d, model_2d, kernel_mode=kernel_mode, depth_axis=depth_axis)
+    load_pretrained(model_3d, model_2d, InflateConfig(kernel_mode, depth_axis, model_3d.shortcut))
     return model_2d.eval(), model_3d.eval()

@@ -14,10 +14,9 @@ from typing import Any, Mapping, Sequence, Type, Union
 import torch
 from torch import nn
 
-from i2p.inflate import SHORTCUTS
+from i2p.inflate import SHORTCUTS, InflateConfig
 from i2p.sparse import BatchNorm, Conv3d, MaxPool3d, ReLU, SparseTensor, add, global_avg_pool, global_max_pool
 
-from ..finetune import FrozenBNMixin
 from .heads import HEADS, ClassifierHead
 
 __all__ = ["BasicBlock", "Bottleneck", "SparseResNet", "create_sparse_resnet", "ARCHS", "STEMS",
@@ -113,7 +112,7 @@ def make_stages(block: BlockType, layers: Sequence[int], channels: Sequence[int]
     return stages
 
 
-class SparseResNet(FrozenBNMixin, nn.Module):
+class SparseResNet(nn.Module):
     """Sparse ResNet on `SparseTensor`s with timm's module names and timm's forward interface.
 
     Stem `new` (the paper's): a fresh Conv3d(in_channels -> 64, k3, s1) + BN, no ReLU, no pool, so
@@ -288,10 +287,8 @@ def _timm_cfg(name: str) -> dict[str, Any]:
 
 def create_sparse_resnet(
     name: str,
-    pretrained: Union[bool, str, os.PathLike, nn.Module, Mapping[str, torch.Tensor]] = False,
-    kernel_mode: str = "copy",
-    depth_axis: str = "y",
-    shortcut: str = "repeat",
+    pretrained: bool | str | os.PathLike | nn.Module | Mapping[str, torch.Tensor] = False,
+    inflate: InflateConfig | Mapping[str, str] | None = None,
     stem: str = "new",
     in_channels: int = 3,
     num_classes: int = 1000,
@@ -301,6 +298,9 @@ def create_sparse_resnet(
 ) -> SparseResNet:
     """Build a named variant and, if asked, transfer 2D (or already inflated 3D) weights into it.
 
+    `inflate`: the inflation settings (`InflateConfig` or its dict; default copy / y / repeat),
+    validated here even when no weights load; its `shortcut` shapes the architecture, and the
+    settings are recorded in `model.pretrained_cfg["inflate"]`.
     `pretrained`: False (fresh), True (timm hub weights for `name`, cached the timm way; a
     `pretrained_cfg_overlay=dict(file=...)` points timm at a local file), a checkpoint path
     (`.pth/.pt/.safetensors`, timm/torchvision layout or an `i2p inflate` output), a 2D `nn.Module`
@@ -308,15 +308,14 @@ def create_sparse_resnet(
     """
     from models.weights import load_pretrained  # loading stays outside the architecture
 
+    cfg = InflateConfig.coerce(inflate)
     arch, _ = resolve_arch(name)
     args = dict(ARCHS[arch], **kwargs)
-    model = SparseResNet(num_classes=num_classes, in_channels=in_channels, stem=stem, shortcut=shortcut,
+    model = SparseResNet(num_classes=num_classes, in_channels=in_channels, stem=stem, shortcut=cfg.shortcut,
                          head=head, **args)
     model.pretrained_cfg.update(_timm_cfg(name))
-    model.pretrained_cfg.update(architecture=arch, model_name=name)
+    model.pretrained_cfg.update(architecture=arch, model_name=name, inflate=cfg.as_dict())
     if pretrained is not False and pretrained is not None:
-        report = load_pretrained(model, pretrained, name=name, kernel_mode=kernel_mode, depth_axis=depth_axis,
-                                 pretrained_cfg_overlay=pretrained_cfg_overlay)
-        model.pretrained_cfg["transfer"] = report
+        model.pretrained_cfg["transfer"] = load_pretrained(model, pretrained, cfg, name=name,
+                                                           pretrained_cfg_overlay=pretrained_cfg_overlay)
     return model
-

@@ -104,7 +104,7 @@ def test_media_without_wandb_is_a_no_op(tmp_path):
     media = WandbMedia()
     trainer = _trainer(tmp_path, [media, NeuralCollapse(splits=("val",), plot=False)], [CSVLogger(str(tmp_path))], epochs=1)
     trainer.fit(ToyClassifier(), ToyData())
-    assert media._confusion is None and "nc/val/nc1" in trainer.callback_metrics
+    assert not media._clouds and not media._active(trainer) and "nc/val/nc1" in trainer.callback_metrics
     assert "nc/train/nc1" not in trainer.callback_metrics
 
 

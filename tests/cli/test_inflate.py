@@ -4,6 +4,8 @@ import pytest
 import timm
 import torch
 
+from i2p.inflate import InflateConfig
+
 from i2p.cli.inflate import main as inflate_main
 from models.backbones import create_sparse_resnet
 from models.backbones.planar import randomize_bn_stats_
@@ -20,7 +22,7 @@ def test_inflate_command_round_trip(tmp_path, capsys):
         out = tmp_path / f"r18_3d{suffix}"
         assert inflate_main(["--model", "resnet18", "--weights", str(src), "--out", str(out),
                              "--depth-axis", "x", "--kernel-mode", "center"]) == 0
-        m3 = create_sparse_resnet("resnet18", pretrained=str(out), depth_axis="x", kernel_mode="center",
+        m3 = create_sparse_resnet("resnet18", pretrained=str(out), inflate=InflateConfig("center", "x"),
                                   num_classes=3)
         assert m3.pretrained_cfg["transfer"].already_3d
         assert_transferred(m3, m2.state_dict(), "center", "x")

@@ -70,7 +70,7 @@ def test_doc_module_errors_name_the_file(user_package):
 
 @pytest.mark.slow
 def test_cli_parses_the_doc_config(user_package, tmp_path, monkeypatch):
-    from i2p import cli
+    from i2p.cli import lightning as cli
     monkeypatch.setattr(sys, "argv", ["i2p"])
     cfg = doc_config(user_package)
     cfg["trainer"] = {"logger": False, "accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False}

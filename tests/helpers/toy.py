@@ -12,6 +12,7 @@ import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 NUM_CLASSES, IN_DIM, FEAT_DIM = 4, 8, 6
 
@@ -72,7 +73,8 @@ class ToyClassifier(pl.LightningModule):
         self.body = nn.Sequential(nn.Linear(IN_DIM, FEAT_DIM), nn.BatchNorm1d(FEAT_DIM) if bn else nn.Identity(), nn.ReLU())
         self.frozen = nn.BatchNorm1d(IN_DIM) if frozen_bn else nn.Identity()
         self.head = nn.Linear(FEAT_DIM, NUM_CLASSES)
-        self.lr, self.step_outputs, self.frozen_modes = lr, {}, []
+        self.lr, self.frozen_modes, self.confusion = lr, [], {}
+        self.val_confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
 
     def extract(self, x):
         f = self.body(self.frozen(x))
@@ -89,12 +91,11 @@ class ToyClassifier(pl.LightningModule):
         f, logits = self.extract(batch["x"])
         loss = nn.functional.cross_entropy(logits, batch["label"])
         preds = logits.argmax(1)
-        self.step_outputs = {"features": f.detach(), "logits": logits.detach(), "preds": preds,
-                             "label": batch["label"], "index": batch["index"]}  # fmt: skip
         bs = len(preds)
         self.log(f"{split}/loss", loss, batch_size=bs, sync_dist=True)
         self.log(f"{split}/acc", (preds == batch["label"]).float().mean(), batch_size=bs, sync_dist=True)
-        return loss
+        return {"loss": loss, "features": f.detach(), "logits": logits.detach(), "preds": preds,
+                "label": batch["label"], "index": batch["index"]}  # the step dict of docs/conventions.md
 
     def on_train_start(self):
         self.frozen.eval()  # like FIP-IO: a copied BN kept in eval mode for the whole fit
@@ -104,7 +105,13 @@ class ToyClassifier(pl.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        step = self._step(batch, "val")
+        self.val_confusion.update(step["preds"], step["label"])
+        return step
+
+    def on_validation_epoch_end(self):
+        self.confusion["val"] = self.val_confusion.compute().cpu()  # synced over ranks, like PointClassifier
+        self.val_confusion.reset()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr)

@@ -10,6 +10,7 @@ import torch
 from tests.helpers.classifier import CLASSES, tiny_data, tiny_pretrained_2d
 
 from models import PointClassifier
+from models.finetune import frozen_bn_names
 from models.optim import build_optimizer, build_scheduler, lr_factor
 
 
@@ -58,10 +59,11 @@ def test_contract_extract_head_weight_step_outputs():
     assert features.shape == (bsz, model.backbone.num_features) and logits.shape == (bsz, 4)
     assert model.head_weight.shape == (4, model.backbone.num_features)
     assert model.hparams.regime == "all" and model.class_names == CLASSES
-    model.training_step(batch, 0)
-    out = model.step_outputs
-    assert set(out) == {"features", "logits", "preds", "label", "index"}
+    out = model.training_step(batch, 0)
+    assert set(out) == {"loss", "features", "logits", "preds", "label", "index"} and out["loss"].requires_grad
     assert not out["features"].requires_grad and torch.equal(out["index"], batch["index"])
+    val = model.validation_step(batch, 0)
+    assert set(val) == set(out) and not val["loss"].requires_grad and torch.equal(val["label"], batch["label"])
     model.eval()
     torch.testing.assert_close(model(batch["x"]), model.extract(batch["x"])[1])
 
@@ -119,7 +121,8 @@ def test_fip_io_with_pretrained_2d_learns_and_only_stem_and_head_change(tmp_path
     assert changed, "nothing trained"
     assert all(_fresh(k) for k in changed), f"copied tensors changed: {sorted(k for k in changed if not _fresh(k))[:5]}"
     assert {"conv1.kernel", "head.fc.weight"} <= changed
-    assert all(not m.training for n, m in model.backbone.named_modules() if n in model.backbone.frozen_bn)
+    frozen = frozen_bn_names(model)
+    assert frozen and all(not m.training for n, m in model.named_modules() if n in frozen)
 
     metrics = trainer.callback_metrics
     chance = 1 / dm.num_classes

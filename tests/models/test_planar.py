@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from i2p.inflate import PLANE_AXES, inflate_kernel, kernel_index
+from i2p.inflate import InflateConfig, PLANE_AXES, inflate_kernel, kernel_index
 from i2p.sparse import Conv3d, SparseTensor, get_kernel_offsets
 from models.backbones.planar import build_planar_pair, planar_errors
 from models.weights import load_pretrained
@@ -38,7 +38,7 @@ def _rel_errors(m3, m2, images, axis):
 @pytest.mark.parametrize("axis", ["y", "z", "x"])
 def test_planar_equivalence(pair, images, mode, axis):
     m2, m3 = pair
-    load_pretrained(m3, m2, kernel_mode=mode, depth_axis=axis)
+    load_pretrained(m3, m2, InflateConfig(mode, axis, m3.shortcut))
     errs = _rel_errors(m3, m2, images, axis)
     assert len(errs) == 5 and max(errs) < TOL, errs
 
@@ -49,10 +49,10 @@ def test_planar_check_can_fail(images):
     spec = dict(block="basic", layers=(1, 1, 1, 1), channels=(64, 16, 16, 16))  # no layer1 projection
     m2, m3 = build_planar_pair(spec, "inflate", "y")
     assert _rel_errors(m3, m2, images, "y")[0] > 1e-2  # kernels divided by 7
-    load_pretrained(m3, m2, kernel_mode="copy", depth_axis="z")
+    load_pretrained(m3, m2, InflateConfig("copy", "z", m3.shortcut))
     assert _rel_errors(m3, m2, images, "y")[0] > 1e-2  # inflated along z, image orthogonal to y
     rep = SparseResNet(num_classes=10, stem="inflate", shortcut="repeat", **spec)
-    load_pretrained(rep, m2, kernel_mode="copy", depth_axis="y")
+    load_pretrained(rep, m2, InflateConfig("copy", "y", rep.shortcut))
     errs = _rel_errors(rep, m2, images, "y")
     assert max(errs[:2]) < TOL and errs[2] > 1e-2  # layer2 holds the first (stride-2) projection
 

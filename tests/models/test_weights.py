@@ -6,6 +6,8 @@ import pickle
 import pytest
 import timm
 import torch
+
+from i2p.inflate import InflateConfig
 from safetensors.torch import save_file
 from timm.models.resnet import BasicBlock, ResNet
 
@@ -32,7 +34,7 @@ def test_local_timm_checkpoint_file(tmp_path):
     path = tmp_path / "r.pth"
     torch.save(sd2d, path)
     m3 = small_3d()
-    report = load_pretrained(m3, str(path), kernel_mode="copy", depth_axis="z-axis")
+    report = load_pretrained(m3, str(path), InflateConfig("copy", "z-axis"))
     assert_transferred(m3, sd2d, "copy", "y")  # official z-axis == our depth y
     assert set(report.dropped) == {"conv1.weight", "fc.weight", "fc.bias"} | {
         k for k in sd2d if k.startswith("bn1.")}
