@@ -1,7 +1,7 @@
 """``i2p demo``: the whole Image2Point story offline, in a few CPU minutes.
 
 1. ``i2p pretrain2d`` trains a ResNet-18 on generated 2D images (cached after the first run);
-2. ``i2p fit --config configs/demo.yaml`` inflates it and finetunes with FIP-IO, regime ``ioms``
+2. ``i2p fit --config configs/experiments/demo.yaml`` inflates it and finetunes with FIP-IO, regime ``ioms``
    (only the new stem and the head train; the copied BN layers update their running statistics),
    on generated 3D shapes, logging to W&B (offline without a key);
 3. the best checkpoint is tested, and the paths of the run and checkpoints are printed.
@@ -15,21 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from i2p.cli import pretrain2d
+from i2p.cli.configs import find_config
 
 PRETRAIN_ARGS = ["--model", "resnet18", "--image-size", "32", "--num-images", "4000", "--epochs", "8"]
 # 8 epochs (~90 s on 2 CPUs, 2D val acc ~0.56 vs ~0.25 after 3): weaker 2D features made the inflated
 # FIP-IO demo worse than frozen random layers.
-
-
-def find_config(name: str) -> Path:
-    """A config path as given, else relative to the repository's ``configs/``."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    repo_cfg = Path(__file__).resolve().parents[2] / "configs" / name
-    if repo_cfg.is_file():
-        return repo_cfg
-    raise SystemExit(f"i2p demo: config {name!r} not found (looked in . and {repo_cfg.parent})")
 
 
 def main(argv: Sequence[str] = ()) -> int:
@@ -37,7 +27,8 @@ def main(argv: Sequence[str] = ()) -> int:
         prog="i2p demo", description=__doc__.splitlines()[0],
         epilog="Other arguments go to `i2p fit`, e.g. --trainer.max_epochs 1.",
     )
-    parser.add_argument("--config", default="demo.yaml", help="fit config (default configs/demo.yaml)")
+    parser.add_argument("--config", default="demo.yaml", help="fit config (default: the shipped "
+                        "configs/experiments/demo.yaml)")
     parser.add_argument("--pretrained", default=None, help="use this 2D checkpoint instead of pretrain2d")
     args, fit_overrides = parser.parse_known_args(list(argv))
 
@@ -50,7 +41,10 @@ def main(argv: Sequence[str] = ()) -> int:
         print(f"[demo] 2D ResNet-18 on generated images: val acc {record['val_acc']:.3f} (chance {record['chance']:.3f})")
     else:
         pretrained = args.pretrained
-    config = find_config(args.config)
+    try:
+        config = find_config(args.config)
+    except FileNotFoundError as err:
+        raise SystemExit(f"i2p demo: {err}") from None
     cli = run_lightning(["fit", "--config", str(config), "--model.init_args.pretrained", pretrained, *fit_overrides])
     trainer = cli.trainer
     ckpt_cb = trainer.checkpoint_callback

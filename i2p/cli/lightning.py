@@ -1,9 +1,10 @@
 """The ``i2p`` command: LightningCLI (fit/validate/test/predict) plus a few extra commands.
 
 Configs name classes with ``class_path``/``init_args``; ``num_classes`` and ``class_names``
-come from the DataModule (argument links), and the project defaults that are code rather
-than YAML (W&B logger that goes offline without credentials, checkpoints ``last`` + best
-``val/acc``, rich progress bar, seeding) live here.
+come from the DataModule (argument links). The project's defaults (seed, checkpoints ``last`` +
+best ``val/acc``, the W&B logger that goes offline without credentials) are YAML,
+``configs/defaults.yaml``, read before any ``--config``; what stays code is behaviour (links,
+``name:`` folders, the sparse sync-BN plugin, the rich progress bar).
 """
 
 from __future__ import annotations
@@ -18,16 +19,11 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-CHECKPOINT_DEFAULTS = {
-    "checkpoint.monitor": "val/acc",
-    "checkpoint.mode": "max",
-    "checkpoint.save_last": True,
-    "checkpoint.save_top_k": 1,
-    "checkpoint.filename": "best-epoch{epoch:03d}-acc{val/acc:.4f}",
-    "checkpoint.auto_insert_metric_name": False,
-}
-LOGGER_DEFAULT = {"class_path": "i2p.cli.logger.WandbLogger", "init_args": {"save_dir": "runs", "project": "i2p"}}
+from i2p.cli.configs import DEFAULTS
 
+__all__ = ["I2PCLI", "LogConfigCallback", "run_lightning", "parse_config", "SUBCOMMANDS"]
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 class LogConfigCallback(SaveConfigCallback):
     """Sends the full resolved config to the experiment logger (and the W&B run files)."""
@@ -54,9 +50,7 @@ class I2PCLI(LightningCLI):
             help="Experiment name: checkpoints go to runs/<name>/checkpoints (unless checkpoint.dirpath is set) "
             "and the W&B run is called <name>.",
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(CHECKPOINT_DEFAULTS)
-        parser.set_defaults({"trainer.logger": LOGGER_DEFAULT})
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")  # defaults: configs/defaults.yaml
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
@@ -97,9 +91,9 @@ def run_lightning(args: Sequence[str] | None = None, cli_class: type[I2PCLI] = I
     """Build (and by default run) the LightningCLI; ``args=None`` reads ``sys.argv``."""
     kwargs.setdefault("save_config_callback", LogConfigCallback)
     kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False, "config_filename": "i2p_config.yaml"})
-    kwargs.setdefault("seed_everything_default", 0)
     kwargs.setdefault("auto_configure_optimizers", False)
-    kwargs.setdefault("parser_kwargs", {"description": description})
+    defaults = {"default_config_files": [str(DEFAULTS)]}
+    kwargs.setdefault("parser_kwargs", {"description": description, **{c: defaults for c in SUBCOMMANDS}})
     return cli_class(args=None if args is None else list(args), **kwargs)
 
 

@@ -1,9 +1,10 @@
 """Every YAML under configs/ loads through the i2p CLI parser (a config that does not load fails).
 
-Run configs (those with a ``model``) are parsed as ``i2p fit --config``; the others are
-sub-configs (data, trainer) and must be included by at least one run config, which parses them.
-Nothing heavy is built: classes are imported and init_args type-checked; the DataModule is
-instantiated (cheap, no files read) to check that ``num_classes`` links.
+Run configs (``configs/experiments/``) are parsed as ``i2p fit --config``; the pieces in
+``data/``, ``model/`` and ``trainer/`` are parsed as their own group (``--data FILE`` ...) on top
+of a run config, and ``defaults.yaml`` is what every parse starts from. Nothing heavy is built:
+classes are imported and init_args type-checked; the DataModule is instantiated (cheap, no files
+read) to check that ``num_classes`` links.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ from i2p.cli.lightning import parse_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ALL = sorted(CONFIGS.rglob("*.yaml"))
-RUN = [p for p in ALL if "model" in (yaml.safe_load(p.read_text()) or {})]
-SUB = [p for p in ALL if p not in RUN]
+RUN = sorted((CONFIGS / "experiments").rglob("*.yaml"))
+PIECES = [p for p in ALL if p.parent.name in ("data", "model", "trainer")]
+
+
+def test_configs_are_grouped_by_kind():
+    assert {p.relative_to(CONFIGS).parts[0] for p in ALL} == {"data", "model", "trainer", "experiments",
+                                                              "defaults.yaml"}
+    assert all("model" in yaml.safe_load(p.read_text()) for p in RUN)  # a run config names its model
 
 
 def test_there_are_configs():
-    names = {str(p.relative_to(CONFIGS)) for p in RUN}
+    names = {str(p.relative_to(CONFIGS / "experiments")) for p in RUN}
     assert "demo.yaml" in names
     for regime in ("io", "iobn", "all", "scratch"):
         for net in ("resnet18", "resnet50"):
@@ -47,12 +54,22 @@ def test_run_config_parses(path):
     assert data.num_classes >= 2
 
 
-@pytest.mark.parametrize("path", SUB, ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_sub_config_is_included(path):
-    users = []
-    for run in RUN:
-        raw = yaml.safe_load(run.read_text())
-        for value in raw.values():
-            if isinstance(value, str) and value.endswith(".yaml") and (run.parent / value).resolve() == path.resolve():
-                users.append(run)
-    assert users, f"{path} is not a run config (no model) and no run config includes it"
+@pytest.mark.parametrize("path", PIECES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_piece_parses_as_its_group(path):
+    group = path.parent.name
+    cfg = parse_config(["fit", "--config", str(CONFIGS / "experiments" / "demo.yaml"), f"--{group}", str(path)]).fit
+    piece = yaml.safe_load(path.read_text())
+    if group == "trainer":
+        assert cfg.trainer.max_epochs == piece["max_epochs"]
+    else:
+        assert cfg[group].class_path == piece["class_path"]
+        assert all(cfg[group].init_args[k] is not None for k in piece["init_args"])
+
+
+def test_defaults_are_yaml_and_reach_every_subcommand():
+    defaults = yaml.safe_load((CONFIGS / "defaults.yaml").read_text())
+    for sub in ("fit", "validate", "test"):
+        cfg = parse_config([sub, "--config", str(CONFIGS / "experiments" / "demo.yaml")])[sub]
+        assert cfg.checkpoint.monitor == defaults["checkpoint"]["monitor"] and cfg.checkpoint.save_last
+        assert cfg.trainer.logger.class_path == defaults["trainer"]["logger"]["class_path"]
+        assert cfg.seed_everything == defaults["seed_everything"]
