@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test lint bench install clean
 
 $(STAMP): pyproject.toml
 	@echo ">> system library open3d needs (libusb-1.0-0)"
@@ -32,6 +32,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	@echo ">> pytest"
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	@echo ">> ruff check"
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) benchmarks/sparse_conv.py

@@ -26,6 +26,8 @@ from callbacks.run_dir import run_directory
 from i2p.collapse import CollapseStats, reduce_and_compute
 from i2p.io import atomic_path
 
+__all__ = ["METRICS", "NeuralCollapse"]
+
 #: keys logged as ``nc/<split>/<key>`` at every active epoch (NaN where undefined)
 METRICS = (
     "nc1", "cdnv", "ncc_mismatch", "ncc_accuracy", "net_accuracy", "nc2_norm_cv", "nc2_cos_std",
@@ -79,7 +81,8 @@ class NeuralCollapse(Callback):
     @staticmethod
     def _reduce(pl_module: LightningModule, stats: CollapseStats) -> dict[str, float]:
         """Collective. The head weight is checked against the dimension known after the reduce
-        (a rank without samples does not know it before)."""
+        (a rank without samples does not know it before).
+        """
         stats.all_reduce()
         w = getattr(pl_module, "head_weight", None)
         if isinstance(w, torch.Tensor) and stats.dim is not None and tuple(w.shape) == (stats.num_classes, stats.dim):
@@ -89,7 +92,8 @@ class NeuralCollapse(Callback):
     def _log(self, trainer: Trainer, pl_module: LightningModule, split: str, result: dict[str, float]) -> None:
         for key in METRICS:
             value = result.get(key, math.nan)
-            pl_module.log(f"nc/{split}/{key}", value, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=False)
+            pl_module.log(f"nc/{split}/{key}", value, on_step=False, on_epoch=True, sync_dist=False,
+                          rank_zero_only=False)
             self.history.setdefault(split, {}).setdefault(key, []).append((trainer.current_epoch, value))
 
     def _add_time(self, trainer: Trainer, t0: float) -> None:
@@ -106,7 +110,8 @@ class NeuralCollapse(Callback):
             self._val = CollapseStats(self._num_classes(trainer, pl_module), keep_features=self.keep_features)
 
     def on_validation_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if self._val is None or dataloader_idx != 0:
             return
@@ -141,7 +146,8 @@ class NeuralCollapse(Callback):
     def _train_pass(self, trainer: Trainer, pl_module: LightningModule) -> CollapseStats | None:
         make = getattr(trainer.datamodule, "train_eval_dataloader", None)
         if make is None or not hasattr(pl_module, "extract"):
-            rank_zero_warn("NeuralCollapse: no datamodule.train_eval_dataloader() or model.extract(); train split skipped")
+            rank_zero_warn("NeuralCollapse: no datamodule.train_eval_dataloader() or model.extract(); train split "
+                           "skipped")
             return None
         if self._train_loader is None:
             self._train_loader = _shard(make(), trainer.world_size, trainer.global_rank)
@@ -215,7 +221,8 @@ def _broadcast_buffers(pl_module: LightningModule) -> None:
     Without it each rank would embed its shard with the statistics of its own last training
     step (the eval pass calls the module directly, bypassing DDP's buffer broadcast).
     """
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for buf in pl_module.buffers():
             torch.distributed.broadcast(buf.data, src=0)
 
@@ -228,7 +235,8 @@ def _shard(loader: Any, world: int, rank: int) -> tuple[Any, tuple[int, int] | N
     """
     if world <= 1 or getattr(getattr(loader, "sampler", None), "num_replicas", None) == world:
         return loader, None
-    if isinstance(loader, DataLoader) and loader.batch_size is not None and not isinstance(loader.dataset, IterableDataset):
+    rebuildable = isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
+    if rebuildable and loader.batch_size is not None:
         indices = list(range(rank, len(loader.dataset), world))
         rebuilt = DataLoader(
             loader.dataset, batch_size=loader.batch_size, sampler=indices, collate_fn=loader.collate_fn,

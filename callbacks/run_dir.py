@@ -6,6 +6,8 @@ import os
 
 from pytorch_lightning import Trainer
 
+__all__ = ["run_directory"]
+
 
 def run_directory(trainer: Trainer) -> str:
     """``<save_dir>/<name>/<version>`` of the first logger (as ModelCheckpoint resolves it), else

@@ -20,6 +20,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 from callbacks.run_dir import run_directory
 from i2p.io import atomic_path
 
+__all__ = ["TimeToAccuracy"]
+
 
 class TimeToAccuracy(Callback):
     """Record and log ``tta/<monitor>@<threshold>/{epoch,step,seconds}``; write ``filename`` (JSON).

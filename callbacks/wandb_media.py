@@ -17,6 +17,8 @@ import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import WandbLogger
 
+__all__ = ["palette", "WandbMedia"]
+
 
 def palette(n: int) -> np.ndarray:
     """``[n, 3]`` uint8 colours, well separated (golden-ratio hues) for any class count."""
@@ -27,7 +29,8 @@ def palette(n: int) -> np.ndarray:
 
 class WandbMedia(Callback):
     """Every ``every_n_epochs``: ``num_clouds`` clouds (``<= max_points`` points each), the
-    confusion matrix and per-class accuracy of the validation set, logged under ``media/``."""
+    confusion matrix and per-class accuracy of the validation set, logged under ``media/``.
+    """
 
     def __init__(self, num_clouds: int = 4, max_points: int = 2048, every_n_epochs: int = 1) -> None:
         self.num_clouds = num_clouds
@@ -47,7 +50,8 @@ class WandbMedia(Callback):
         self._clouds = []
 
     def on_validation_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if dataloader_idx != 0 or not trainer.is_global_zero or len(self._clouds) >= self.num_clouds:
             return

@@ -14,7 +14,8 @@ subsets, seeded workers, and samplers that count every evaluation sample exactly
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -25,6 +26,8 @@ from torch.utils.data import DataLoader, Sampler
 from .dataset import PointCloudDataset, collate_voxels, feature_channels, seed_worker
 from .subsets import few_shot_indices, fraction_indices
 from .transforms import Transform, build_transforms
+
+__all__ = ["SPLITS", "VoxelDataModule"]
 
 SPLITS = ("train", "val", "test")
 
@@ -145,7 +148,8 @@ class VoxelDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str, train: bool | None = None) -> PointCloudDataset:
         """The voxelising dataset of a split; ``train`` (default: split == "train") picks the
-        training transforms and per-worker randomness, else the deterministic eval path."""
+        training transforms and per-worker randomness, else the deterministic eval path.
+        """
         train = split == "train" if train is None else train
         key = (split, train)
         if key not in self._datasets:
@@ -176,13 +180,15 @@ class VoxelDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.world_size > 1:
             return trainer.distributed_sampler_kwargs
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            return {"num_replicas": torch.distributed.get_world_size(), "rank": torch.distributed.get_rank()}
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return {"num_replicas": dist.get_world_size(), "rank": dist.get_rank()}
         return None
 
     def eval_sampler(self, dataset: PointCloudDataset) -> Sampler | None:
         """Under DDP an unpadded sampler: every sample exactly once across ranks (in order);
-        it subclasses DistributedSampler, so Lightning keeps it instead of injecting a padding one."""
+        it subclasses DistributedSampler, so Lightning keeps it instead of injecting a padding one.
+        """
         dist = self._distributed()
         return None if dist is None else UnrepeatedDistributedSampler(dataset, shuffle=False, **dist)
 
@@ -223,7 +229,8 @@ class VoxelDataModule(pl.LightningDataModule):
 
     def train_eval_dataloader(self) -> DataLoader:
         """The training set (after subsetting) with the eval transforms, in order, unpadded under
-        DDP: the pass on which training-set neural-collapse statistics are computed."""
+        DDP: the pass on which training-set neural-collapse statistics are computed.
+        """
         return self._eval_loader("train", train=False)
 
     # ------------------------------------------------------------------ pickling for spawned workers

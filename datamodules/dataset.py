@@ -7,8 +7,9 @@ read -> check -> subsample -> normalise -> augment -> ``sparse_quantize`` -> fea
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,11 @@ from i2p.io import check_points
 
 from .transforms import NormalizeUnitSphere, RandomSubsample, Transform, num_points
 
+__all__ = [
+    "FEATURE_CHANNELS", "parse_features", "feature_channels", "single_thread", "PointCloudDataset",
+    "collate_voxels", "seed_worker",
+]
+
 FEATURE_CHANNELS = {"xyz": 3, "ones": 1, "rgb": 3, "normal": 3}
 
 
@@ -26,7 +32,8 @@ def parse_features(spec: str) -> list[str]:
     parts = [p.strip() for p in spec.split("+") if p.strip()]
     bad = [p for p in parts if p not in FEATURE_CHANNELS]
     if not parts or bad:
-        raise ValueError(f"features {spec!r}: unknown part(s) {bad}; use '+'-joined parts of {sorted(FEATURE_CHANNELS)}")
+        raise ValueError(f"features {spec!r}: unknown part(s) {bad}; use '+'-joined parts of "
+                         f"{sorted(FEATURE_CHANNELS)}")
     return parts
 
 
@@ -38,7 +45,8 @@ def feature_channels(spec: str) -> int:
 @contextmanager
 def single_thread() -> Iterator[None]:
     """Run torch ops on one intra-op thread: voxelising one small cloud is 3-5x slower with
-    several threads on a busy CPU (measured), and DataLoader workers use one thread anyway."""
+    several threads on a busy CPU (measured), and DataLoader workers use one thread anyway.
+    """
     n = torch.get_num_threads()
     if n == 1:
         yield
@@ -102,11 +110,13 @@ class PointCloudDataset(Dataset):
         if not np.issubdtype(label.dtype, np.integer):
             raise ValueError(f"{where}: field 'label' has dtype {label.dtype}, expected integer class ids")
         if self.num_classes is not None and label.size and (label.min() < 0 or label.max() >= self.num_classes):
-            raise ValueError(f"{where}: field 'label' holds {label.min()}..{label.max()}, expected in [0, {self.num_classes})")
+            raise ValueError(f"{where}: field 'label' holds {label.min()}..{label.max()}, expected in [0, "
+                             f"{self.num_classes})")
         out["label"] = label.astype(np.int64)
         for key in ("colors", "normals"):
             if key in sample and np.asarray(sample[key]).shape != pts.shape:
-                raise ValueError(f"{where}: field '{key}' has shape {np.asarray(sample[key]).shape}, expected {pts.shape}")
+                raise ValueError(f"{where}: field '{key}' has shape {np.asarray(sample[key]).shape}, expected "
+                                 f"{pts.shape}")
         return out
 
     def prepare(self, index: int) -> dict:
@@ -138,7 +148,8 @@ class PointCloudDataset(Dataset):
             else:
                 key = {"rgb": "colors", "normal": "normals"}[part]
                 if key not in sample:
-                    raise ValueError(f"{self.describe(self.items[index])}: features '{part}' need field '{key}', which the sample lacks")
+                    raise ValueError(f"{self.describe(self.items[index])}: features '{part}' need field '{key}', which "
+                                     f"the sample lacks")
                 feats.append(np.asarray(sample[key], np.float32))
         point_feats = np.concatenate(feats, axis=1)
         with single_thread():

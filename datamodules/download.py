@@ -14,6 +14,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+__all__ = ["download_and_extract"]
+
 
 def download_and_extract(url: str, root: str | os.PathLike) -> Path:
     """Download the zip at ``url`` into ``root`` and extract it there; returns ``root``."""

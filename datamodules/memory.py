@@ -13,10 +13,13 @@ import numpy as np
 
 from .base import VoxelDataModule
 
+__all__ = ["validate_split", "ArrayDataModule"]
+
 
 def validate_split(arrays: dict, source: str, num_classes: int | None) -> dict:
     """Check ``points [N, P, 3]`` (finite, P > 0), ``label [N]`` / ``[N, 1]`` in range, per-point
-    ``mask [N, P]``; return them with label as int64 [N]. Errors name ``source`` and the field."""
+    ``mask [N, P]``; return them with label as int64 [N]. Errors name ``source`` and the field.
+    """
     for field in ("points", "label"):
         if field not in arrays:
             raise ValueError(f"{source}: field '{field}' missing")
@@ -34,24 +37,29 @@ def validate_split(arrays: dict, source: str, num_classes: int | None) -> dict:
     finite = np.isfinite(pts).all(axis=(1, 2))
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise ValueError(f"{source}: field '{name}' has NaN/Inf coordinates in {len(bad)} sample(s), first sample {bad[0]}; expected finite values")
+        raise ValueError(f"{source}: field '{name}' has NaN/Inf coordinates in {len(bad)} sample(s), first sample "
+                         f"{bad[0]}; expected finite values")
     shape = label.shape
     if label.ndim == 2 and label.shape[1] == 1:
         label = label[:, 0]
     if label.ndim != 1 or label.shape[0] != pts.shape[0]:
-        raise ValueError(f"{source}: field '{lname}' has shape {shape}, expected [{pts.shape[0]}] or [{pts.shape[0]}, 1]")
+        n = pts.shape[0]
+        raise ValueError(f"{source}: field '{lname}' has shape {shape}, expected [{n}] or [{n}, 1]")
     if not np.issubdtype(label.dtype, np.integer):
         if not (np.issubdtype(label.dtype, np.floating) and np.all(np.mod(label, 1) == 0)):
             raise ValueError(f"{source}: field '{lname}' has dtype {label.dtype}, expected integer class ids")
     label = label.astype(np.int64)
     if num_classes is not None and (label.min() < 0 or label.max() >= num_classes):
         bad = int(np.flatnonzero((label < 0) | (label >= num_classes))[0])
-        raise ValueError(f"{source}: field '{lname}' value {label[bad]} at sample {bad} out of range, expected labels in [0, {num_classes})")
+        raise ValueError(f"{source}: field '{lname}' value {label[bad]} at sample {bad} out of range, expected labels "
+                         f"in [0, {num_classes})")
     out = {**arrays, "points": pts.astype(np.float32, copy=False), "label": label}
     if "mask" in arrays and np.asarray(arrays["mask"]).shape != pts.shape[:2]:
-        raise ValueError(f"{source}: field 'mask' has shape {np.asarray(arrays['mask']).shape}, expected {pts.shape[:2]} (one value per point)")
+        raise ValueError(f"{source}: field 'mask' has shape {np.asarray(arrays['mask']).shape}, expected "
+                         f"{pts.shape[:2]} (one value per point)")
     if "normals" in arrays and np.asarray(arrays["normals"]).shape != pts.shape:
-        raise ValueError(f"{source}: field 'normals' has shape {np.asarray(arrays['normals']).shape}, expected {pts.shape}")
+        raise ValueError(f"{source}: field 'normals' has shape {np.asarray(arrays['normals']).shape}, expected "
+                         f"{pts.shape}")
     return out
 
 
@@ -74,7 +82,8 @@ class ArrayDataModule(VoxelDataModule):
         """The validated arrays of a split, loaded once."""
         if split not in self._arrays:
             raw = self.load_split(split)
-            self._arrays[split] = validate_split(raw, str(raw.get("source", f"{type(self).__name__}:{split}")), self.num_classes)
+            self._arrays[split] = validate_split(raw, str(raw.get("source", f"{type(self).__name__}:{split}")),
+                                                 self.num_classes)
         return self._arrays[split]
 
     def list_samples(self, split: str) -> list:

@@ -29,6 +29,10 @@ from i2p.io import atomic_save_npz, read_h5, read_label_file, read_off, sample_s
 from .download import download_and_extract
 from .memory import ArrayDataModule, validate_split
 
+__all__ = [
+    "MODELNET40_CLASSES", "MODELNET10_CLASSES", "H5_URL", "H5_DIR", "RAW_URLS", "ModelNet40", "ModelNet10",
+]
+
 MODELNET40_CLASSES = [
     "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
     "cup", "curtain", "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard", "lamp",
@@ -38,7 +42,8 @@ MODELNET40_CLASSES = [
 MODELNET10_CLASSES = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet"]
 H5_URL = "https://shapenet.cs.stanford.edu/media/modelnet40_ply_hdf5_2048.zip"
 H5_DIR = "modelnet40_ply_hdf5_2048"
-RAW_URLS = {"ModelNet40": "http://modelnet.cs.princeton.edu/ModelNet40.zip", "ModelNet10": "http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"}
+RAW_URLS = {"ModelNet40": "http://modelnet.cs.princeton.edu/ModelNet40.zip",
+            "ModelNet10": "http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"}
 
 
 def _sample_mesh(job: tuple[str, int, int]) -> np.ndarray:
@@ -111,7 +116,8 @@ class ModelNet40(ArrayDataModule):
 
     def _layout(self) -> str:
         if self.format == "h5":
-            return f"{H5_DIR}/ply_data_train0..4.h5, ply_data_test0..1.h5 and shape_names.txt (optionally train_files.txt/test_files.txt)"
+            return (f"{H5_DIR}/ply_data_train0..4.h5, ply_data_test0..1.h5 and shape_names.txt "
+                    "(optionally train_files.txt/test_files.txt)")
         return f"{self.dataset_name}/<class>/<train|test>/<class>_NNNN.off"
 
     def h5_files(self, split: str) -> list[Path]:
@@ -142,10 +148,12 @@ class ModelNet40(ArrayDataModule):
             part = validate_split(arrays, str(f), len(MODELNET40_CLASSES))
             if "normal" in raw:
                 if raw["normal"].shape != part["points"].shape:
-                    raise ValueError(f"{f}: field 'normal' has shape {raw['normal'].shape}, expected {part['points'].shape}")
+                    raise ValueError(f"{f}: field 'normal' has shape {raw['normal'].shape}, expected "
+                                     f"{part['points'].shape}")
                 part["normals"] = raw["normal"].astype(np.float32)
             parts.append(part)
-        out = {k: np.concatenate([p[k] for p in parts]) for k in ("points", "label", "normals") if all(k in p for p in parts)}
+        keys = [k for k in ("points", "label", "normals") if all(k in p for p in parts)]
+        out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
         out["source"] = ", ".join(p["source"] for p in parts)
         return out
 
@@ -160,12 +168,14 @@ class ModelNet40(ArrayDataModule):
         """OFF files of a split (sorted per class) and their labels."""
         d = self._raw_dir()
         if d is None:
-            raise self._missing(f"the raw meshes (class folders {self.class_names[:3]}...)", RAW_URLS[self.dataset_name])
+            raise self._missing(f"the raw meshes (class folders "
+                                f"{self.class_names[:3]}...)", RAW_URLS[self.dataset_name])
         files, labels = [], []
         for label, c in enumerate(self.class_names):
             found = sorted((d / c / split).glob("*.off"))
             if not found:
-                raise FileNotFoundError(f"{self.dataset_name}: no .off meshes in {d / c / split}; expected {self._layout()}")
+                raise FileNotFoundError(f"{self.dataset_name}: no .off meshes in {d / c / split}; expected "
+                                        f"{self._layout()}")
             files += found
             labels += [label] * len(found)
         return files, np.array(labels, dtype=np.int64)

@@ -28,6 +28,8 @@ from i2p.io import read_h5
 
 from .memory import ArrayDataModule
 
+__all__ = ["SCANOBJECTNN_CLASSES", "VARIANTS", "HOW_TO_GET", "variant_file", "ScanObjectNN"]
+
 SCANOBJECTNN_CLASSES = [
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
     "shelf", "table", "bed", "pillow", "sink", "sofa", "toilet",
@@ -40,14 +42,16 @@ VARIANTS = {
     "PB_T50_R": "objectdataset_augmentedrot",
     "PB_T50_RS": "objectdataset_augmentedrot_scale75",
 }
-HOW_TO_GET = "request access at https://hkust-vgd.github.io/scanobjectnn/ (terms-of-use form), then unzip h5_files into root"
+HOW_TO_GET = ("request access at https://hkust-vgd.github.io/scanobjectnn/ (terms-of-use form), then unzip h5_files "
+              "into root")
 
 
 def variant_file(variant: str, split: str) -> Path:
     """Relative path of a variant's split file, e.g. ``main_split/training_objectdataset.h5``."""
     base = variant[: -len("_nobg")] if variant.endswith("_nobg") else variant
     if base not in VARIANTS:
-        raise ValueError(f"unknown ScanObjectNN variant {variant!r}; choose one of {sorted(VARIANTS)} (PB_* also with _nobg)")
+        raise ValueError(f"unknown ScanObjectNN variant {variant!r}; choose one of {sorted(VARIANTS)} (PB_* also with "
+                         f"_nobg)")
     folder = "main_split_nobg" if variant.endswith("_nobg") or base == "OBJ_ONLY" else "main_split"
     prefix = "training" if split == "train" else "test"
     return Path(folder) / f"{prefix}_{VARIANTS[base]}.h5"

@@ -8,11 +8,13 @@ does not saturate within an epoch.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from i2p.io import require_open3d
+
+__all__ = ["SHAPES"]
 
 Mesh = tuple[np.ndarray, np.ndarray]
 
@@ -55,7 +57,8 @@ def sphere(rng: np.random.Generator) -> Mesh:
 
 def cylinder(rng: np.random.Generator) -> Mesh:
     r = rng.uniform(0.3, 0.5)
-    return _arrays(require_open3d().geometry.TriangleMesh.create_cylinder(radius=r, height=r * rng.uniform(2.5, 5.0), resolution=24))
+    return _arrays(require_open3d().geometry.TriangleMesh.create_cylinder(radius=r, height=r * rng.uniform(2.5, 5.0),
+                                                                          resolution=24))
 
 
 def capsule(rng: np.random.Generator) -> Mesh:
@@ -69,11 +72,15 @@ def capsule(rng: np.random.Generator) -> Mesh:
 
 def cone(rng: np.random.Generator) -> Mesh:
     r = rng.uniform(0.4, 0.7)
-    return _at(_arrays(require_open3d().geometry.TriangleMesh.create_cone(radius=r, height=r * rng.uniform(1.5, 3.0), resolution=24)), (0, 0, -0.5))
+    return _at(_arrays(require_open3d().geometry.TriangleMesh.create_cone(radius=r, height=r * rng.uniform(1.5, 3.0),
+                                                                          resolution=24)), (0, 0, -0.5))
 
 
 def torus(rng: np.random.Generator) -> Mesh:
-    return _arrays(require_open3d().geometry.TriangleMesh.create_torus(torus_radius=1.0, tube_radius=rng.uniform(0.15, 0.4), radial_resolution=24, tubular_resolution=12))
+    tube = rng.uniform(0.15, 0.4)
+    mesh = require_open3d().geometry.TriangleMesh.create_torus(
+        torus_radius=1.0, tube_radius=tube, radial_resolution=24, tubular_resolution=12)
+    return _arrays(mesh)
 
 
 def arrow(rng: np.random.Generator) -> Mesh:
@@ -113,7 +120,8 @@ def mug(rng: np.random.Generator) -> Mesh:
     h = r * rng.uniform(1.8, 2.8)
     body = _arrays(o3d.geometry.TriangleMesh.create_cylinder(radius=r, height=h, resolution=24))
     ring_r = h * 0.28
-    ring = _arrays(o3d.geometry.TriangleMesh.create_torus(torus_radius=ring_r, tube_radius=rng.uniform(0.05, 0.09), radial_resolution=16, tubular_resolution=8))
+    ring = _arrays(o3d.geometry.TriangleMesh.create_torus(torus_radius=ring_r, tube_radius=rng.uniform(0.05, 0.09),
+                                                          radial_resolution=16, tubular_resolution=8))
     hv = ring[0][:, [0, 2, 1]] + np.array([r + 0.4 * ring_r, 0, 0])  # handle in the x-z plane, sticking out
     return _merge([body, (hv, ring[1])])
 

@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 
+__all__ = ["few_shot_indices", "fraction_indices"]
+
 
 def few_shot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     """``k`` samples per class drawn without replacement; a class with fewer keeps all (with a warning)."""

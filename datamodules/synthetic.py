@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,8 @@ from i2p.io import atomic_save_npz, sample_surface
 from .memory import ArrayDataModule
 from .shapes import SHAPES
 from .transforms import rotation_matrix
+
+__all__ = ["SPLIT_IDS", "Z_UP_TO_Y_UP", "generate_shape", "generate_split", "SyntheticShapes"]
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 Z_UP_TO_Y_UP = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])  # (x, y, z) -> (x, z, -y)
@@ -38,7 +41,8 @@ def generate_shape(
     verts = verts * rng.uniform(1 - anisotropy, 1 + anisotropy, 3)
     tilt_axis = rng.uniform(0, 2 * math.pi)
     tilt = np.radians(rng.uniform(0, max_tilt_deg))
-    pose = rotation_matrix("z", tilt_axis) @ rotation_matrix("x", tilt) @ rotation_matrix("z", rng.uniform(0, 2 * math.pi))
+    yaw = rng.uniform(0, 2 * math.pi)
+    pose = rotation_matrix("z", tilt_axis) @ rotation_matrix("x", tilt) @ rotation_matrix("z", yaw)
     verts = verts @ (Z_UP_TO_Y_UP @ pose).T
     keep = rng.uniform(0.5, 0.8) if rng.random() < partial_prob else 1.0
     pts = sample_surface(verts, tris, math.ceil(num_points / keep * 1.05), seed=int(rng.integers(2**31)))
@@ -61,7 +65,8 @@ def generate_split(
     points = np.empty((n, num_points, 3), np.float32)
     for i in range(n):
         rng = np.random.default_rng([data_seed, SPLIT_IDS[split], i])
-        points[i] = generate_shape(int(labels[i]), classes, rng, num_points, partial_prob, noise, max_tilt_deg, anisotropy)
+        points[i] = generate_shape(int(labels[i]), classes, rng, num_points, partial_prob, noise, max_tilt_deg,
+                                   anisotropy)
     return {"points": points, "label": labels}
 
 
@@ -115,7 +120,8 @@ class SyntheticShapes(ArrayDataModule):
         self.generation_seconds = 0.0
 
     def _key(self, split: str) -> tuple:
-        return (split, self.sizes[split], self.data_seed, tuple(self.shape_classes), tuple(sorted(self.gen_kwargs.items())))
+        return (split, self.sizes[split], self.data_seed, tuple(self.shape_classes),
+                tuple(sorted(self.gen_kwargs.items())))
 
     def load_split(self, split: str) -> dict:
         key = self._key(split)
@@ -129,7 +135,8 @@ class SyntheticShapes(ArrayDataModule):
                     _MEMORY[key] = {"points": z["points"], "label": z["label"]}
             else:
                 start = time.perf_counter()
-                _MEMORY[key] = generate_split(self.sizes[split], split, self.data_seed, self.shape_classes, **self.gen_kwargs)
+                _MEMORY[key] = generate_split(self.sizes[split], split, self.data_seed, self.shape_classes,
+                                              **self.gen_kwargs)
                 self.generation_seconds += time.perf_counter() - start
                 if path is not None:
                     atomic_save_npz(path, **_MEMORY[key])

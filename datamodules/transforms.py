@@ -16,9 +16,15 @@ per-axis scale U(0.9, 1.1) with p 0.9, translation U(-0.2, 0.2) with p 0.9, jitt
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+__all__ = [
+    "AXES", "num_points", "select_points", "Compose", "NormalizeUnitSphere", "RandomScale", "RandomTranslate",
+    "RandomJitter", "rotation_matrix", "RandomRotateUp", "RandomPointDropout", "RandomSubsample",
+    "paper_train_transforms", "PRESETS", "build_transforms",
+]
 
 Sample = dict
 Transform = Callable[[Sample, np.random.Generator], Sample]
@@ -243,7 +249,8 @@ def build_transforms(spec: str | Transform | None, up_axis: str = "y") -> Transf
         return Compose([])
     if isinstance(spec, str):
         if spec not in PRESETS:
-            raise ValueError(f"unknown augmentation preset {spec!r}; choose one of {sorted(PRESETS)} or pass a callable")
+            raise ValueError(f"unknown augmentation preset {spec!r}; choose one of {sorted(PRESETS)} or pass a "
+                             f"callable")
         return PRESETS[spec](up_axis)
     if not callable(spec):
         raise ValueError(f"augmentation must be a preset name or a callable (sample, rng) -> sample, got {spec!r}")

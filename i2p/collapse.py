@@ -29,6 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+__all__ = ["CollapseStats", "reduce_and_compute"]
+
 _F64 = torch.float64
 # order of the NCC counters: samples, samples with a prediction, NCC correct, NCC != pred, pred correct
 _NCC_LEN = 5

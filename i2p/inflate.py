@@ -16,8 +16,8 @@ tests check it against the engine's own convolution.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping
 
 import torch
 
@@ -77,7 +77,8 @@ class InflateConfig:
         if isinstance(value, Mapping):
             unknown = set(value) - {"kernel_mode", "depth_axis", "shortcut"}
             if unknown:
-                raise ValueError(f"inflate: unknown settings {sorted(unknown)}; expected kernel_mode, depth_axis, shortcut")
+                raise ValueError(f"inflate: unknown settings {sorted(unknown)}; expected kernel_mode, depth_axis, "
+                                 f"shortcut")
             return cls(**value)
         raise TypeError(f"inflate must be an InflateConfig or a dict of its settings, got {type(value).__name__}")
 
@@ -143,7 +144,7 @@ def repeat_kernel(weight: torch.Tensor) -> torch.Tensor:
 
 
 def is_shortcut_key(key: str) -> bool:
-    """timm / torchvision name the projection shortcut conv `...downsample.0.weight`."""
+    """Timm / torchvision name the projection shortcut conv `...downsample.0.weight`."""
     return key.endswith("downsample.0.weight")
 
 
@@ -154,7 +155,7 @@ def inflate_state_dict(
     shortcut: str = "repeat",
     *,
     shortcut_key: Callable[[str], bool] = is_shortcut_key,
-) -> "OrderedDict[str, torch.Tensor]":
+) -> OrderedDict[str, torch.Tensor]:
     """Every 4D conv `<m>.weight` becomes `<m>.kernel` in the engine's layout; the rest is kept.
 
     k x k convs (k > 1) are inflated with `kernel_mode` along `depth_axis`; 1x1 convs become K = 1
@@ -163,7 +164,7 @@ def inflate_state_dict(
     classifier) pass through unchanged (same tensor objects: clone before mutating in place).
     """
     cfg = InflateConfig(kernel_mode, depth_axis, shortcut)
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, value in state_2d.items():
         new_key, new_value = inflate_entry(key, value, cfg, shortcut_key=shortcut_key)
         out[new_key] = new_value

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from i2p.optional import require
+
+__all__ = [
+    "require_open3d", "require_h5py", "read_label_file", "write_label_file", "atomic_path",
+    "atomic_write_bytes", "atomic_save_npz", "check_points", "read_off", "write_off", "to_o3d_mesh",
+    "read_mesh", "write_mesh", "sample_surface", "read_point_cloud", "write_point_cloud", "read_h5",
+    "write_h5",
+]
 
 PathLike = str | os.PathLike
 
@@ -54,7 +62,8 @@ def write_label_file(path: PathLike, names: Sequence[str]) -> None:
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix) and rename it onto ``path`` on success,
-    so readers never see half a file and a crash leaves no partial file behind."""
+    so readers never see half a file and a crash leaves no partial file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
@@ -93,7 +102,8 @@ def check_points(points: np.ndarray, where: str, field: str = "points") -> np.nd
     finite = np.isfinite(pts).all(axis=1)
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"{where}: field '{field}' has NaN/Inf coordinates (first at point {bad}), expected finite values")
+        raise ValueError(f"{where}: field '{field}' has NaN/Inf coordinates (first at point {bad}), expected finite "
+                         f"values")
     return pts.astype(np.float32, copy=False)
 
 
@@ -125,10 +135,12 @@ def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     if nv <= 0:
         raise ValueError(f"{path}: OFF mesh has {nv} vertices, expected at least one")
     if len(rest) < nv + nf:
-        raise ValueError(f"{path}: truncated OFF file: header says {nv} vertices and {nf} faces, found {len(rest)} lines")
+        raise ValueError(f"{path}: truncated OFF file: header says {nv} vertices and {nf} faces, found {len(rest)} "
+                         f"lines")
     try:
         flat = np.array(" ".join(rest[:nv]).split(), dtype=np.float64)  # vectorised common case
-        verts = flat.reshape(nv, 3) if flat.size == 3 * nv else np.array([ln.split()[:3] for ln in rest[:nv]], dtype=np.float64)
+        verts = flat.reshape(nv, 3) if flat.size == 3 * nv else np.array([ln.split()[:3] for ln in rest[:nv]],
+                                                                         dtype=np.float64)
     except ValueError:
         raise ValueError(f"{path}: OFF vertex lines must hold three numbers") from None
     if verts.shape != (nv, 3):
@@ -174,7 +186,7 @@ def write_off(path: PathLike, vertices: np.ndarray, triangles: np.ndarray, glued
 
 # ----------------------------------------------------------------------------- meshes, open3d
 def to_o3d_mesh(vertices: np.ndarray, triangles: np.ndarray) -> Any:
-    """numpy arrays -> ``open3d.geometry.TriangleMesh``."""
+    """Numpy arrays -> ``open3d.geometry.TriangleMesh``."""
     o3d = require_open3d()
     return o3d.geometry.TriangleMesh(
         o3d.utility.Vector3dVector(np.asarray(vertices, dtype=np.float64)),
@@ -201,9 +213,9 @@ def write_mesh(path: PathLike, vertices: np.ndarray, triangles: np.ndarray) -> N
     path = Path(path)
     if path.suffix.lower() == ".off":
         return write_off(path, vertices, triangles)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not require_open3d().io.write_triangle_mesh(str(path), to_o3d_mesh(vertices, triangles)):
-        raise OSError(f"open3d could not write mesh {path}")
+    with atomic_path(path) as tmp:  # same suffix: open3d picks the format from it
+        if not require_open3d().io.write_triangle_mesh(str(tmp), to_o3d_mesh(vertices, triangles)):
+            raise OSError(f"open3d could not write mesh {path}")
 
 
 def sample_surface(vertices: np.ndarray, triangles: np.ndarray, n: int, seed: int, where: str = "mesh") -> np.ndarray:
@@ -237,7 +249,8 @@ def read_point_cloud(path: PathLike) -> dict[str, np.ndarray]:
             out = {k: np.asarray(z[k]) for k in ("points", "colors", "normals") if k in z}
     elif ext in (".npy", ".txt", ".xyz", ".csv"):
         try:
-            arr = np.load(path) if ext == ".npy" else np.loadtxt(path, delimiter="," if ext == ".csv" else None, ndmin=2)
+            arr = np.load(path) if ext == ".npy" else np.loadtxt(path, delimiter="," if ext == ".csv" else None,
+                                                                 ndmin=2)
         except ValueError as e:
             raise ValueError(f"{path}: cannot parse point cloud ({e})") from None
         if arr.ndim != 2 or arr.shape[1] < 3:
@@ -266,25 +279,27 @@ def write_point_cloud(
 ) -> None:
     """Write a point cloud: ``.npz``/``.npy``/``.txt`` via numpy, ``.ply``/``.pcd`` via open3d."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pts = check_points(points, str(path))
     ext = path.suffix.lower()
     if ext == ".npz":
         extra = {k: np.asarray(v, np.float32) for k, v in (("colors", colors), ("normals", normals)) if v is not None}
         atomic_save_npz(path, points=pts, **extra)
-    elif ext == ".npy":
-        np.save(path, pts if colors is None else np.concatenate([pts, np.asarray(colors, np.float32)], 1))
-    elif ext in (".txt", ".xyz"):
-        np.savetxt(path, pts if colors is None else np.concatenate([pts, np.asarray(colors, np.float32)], 1), fmt="%.6f")
-    else:
-        o3d = require_open3d()
-        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(np.float64)))
-        if colors is not None:
-            pcd.colors = o3d.utility.Vector3dVector(np.asarray(colors, np.float64))
-        if normals is not None:
-            pcd.normals = o3d.utility.Vector3dVector(np.asarray(normals, np.float64))
-        if not o3d.io.write_point_cloud(str(path), pcd):
-            raise OSError(f"open3d could not write point cloud {path}")
+        return
+    table = pts if colors is None else np.concatenate([pts, np.asarray(colors, np.float32)], 1)
+    with atomic_path(path) as tmp:  # same suffix: open3d picks the format from it
+        if ext == ".npy":
+            np.save(tmp, table)
+        elif ext in (".txt", ".xyz"):
+            np.savetxt(tmp, table, fmt="%.6f")
+        else:
+            o3d = require_open3d()
+            pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(np.float64)))
+            if colors is not None:
+                pcd.colors = o3d.utility.Vector3dVector(np.asarray(colors, np.float64))
+            if normals is not None:
+                pcd.normals = o3d.utility.Vector3dVector(np.asarray(normals, np.float64))
+            if not o3d.io.write_point_cloud(str(tmp), pcd):
+                raise OSError(f"open3d could not write point cloud {path}")
 
 
 # ----------------------------------------------------------------------------- HDF5
@@ -301,7 +316,8 @@ def read_h5(path: PathLike, fields: Iterable[str], optional: Iterable[str] = ())
                 if name not in f:
                     if name in optional:
                         continue
-                    raise ValueError(f"{path}: field '{name}' missing (has {sorted(f.keys())}), expected fields {list(fields)}")
+                    raise ValueError(f"{path}: field '{name}' missing (has {sorted(f.keys())}), expected fields "
+                                     f"{list(fields)}")
                 out[name] = np.asarray(f[name][()])
     except OSError as e:
         raise ValueError(f"{path}: cannot read HDF5 file (truncated or corrupt?): {e}") from None

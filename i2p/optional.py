@@ -14,7 +14,8 @@ __all__ = ["require", "HINTS"]
 
 #: package -> how to get it (shown when the import fails)
 HINTS = {
-    "open3d": "pip install open3d (on Linux it also needs the system library libusb-1.0-0: apt-get install libusb-1.0-0)",
+    "open3d": "pip install open3d (on Linux it also needs the system library libusb-1.0-0: "
+    "apt-get install libusb-1.0-0)",
     "h5py": "pip install h5py",
     "spconv": "pip install spconv (CPU) or the CUDA wheel matching your torch, e.g. pip install spconv-cu126",
     "torchsparse": "torchsparse is not on PyPI: build it from https://github.com/mit-han-lab/torchsparse against "

@@ -134,7 +134,8 @@ class PointClassifier(pl.LightningModule):
     # ------------------------------------------------------------------- steps
     def _shared_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """The step dict of docs/conventions.md: ``loss`` (with its graph) and detached
-        ``features``, ``logits``, ``preds``, ``label``, ``index``."""
+        ``features``, ``logits``, ``preds``, ``label``, ``index``.
+        """
         features, logits = self.extract(batch["x"])
         label = batch["label"]
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
@@ -157,7 +158,8 @@ class PointClassifier(pl.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log("train/macc", self.train_macc, on_step=False, on_epoch=True, batch_size=bs)
         if self._trainer is not None and self.trainer.optimizers:
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
+                     batch_size=bs)
         return step
 
     def _eval_step(self, batch: dict[str, Any], split: str) -> dict[str, Tensor]:
@@ -190,7 +192,8 @@ class PointClassifier(pl.LightningModule):
     # --------------------------------------------------------- per-class accuracy
     def _epoch_confusion(self, split: str) -> None:
         """Compute (synced across ranks, once per epoch on every rank) and keep the split's confusion
-        matrix, the one owner of it: per-class accuracy is logged from it, callbacks read it."""
+        matrix, the one owner of it: per-class accuracy is logged from it, callbacks read it.
+        """
         metric: MulticlassConfusionMatrix = getattr(self, f"{split}_confusion")
         if not metric.update_called:
             return
@@ -224,7 +227,8 @@ class PointClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opt = build_optimizer(self.trainable_parameters(), hp.optimizer, hp.lr, hp.momentum, hp.weight_decay, hp.nesterov)
+        opt = build_optimizer(self.trainable_parameters(), hp.optimizer, hp.lr, hp.momentum, hp.weight_decay,
+                              hp.nesterov)
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
         if not max_epochs or max_epochs < 0:
             max_epochs = 100

@@ -79,7 +79,8 @@ class RegimeSummary:
 class _TrainKeepingBNFrozen:
     """Installed as ``module.train`` by `apply_regime`: the class's own ``train``, then the named
     BN layers back to eval. A picklable object (not a closure), so the module still pickles and
-    deep-copies (DDP spawn, checkpoint callbacks)."""
+    deep-copies (DDP spawn, checkpoint callbacks).
+    """
 
     def __init__(self, module: nn.Module, names: tuple[str, ...]) -> None:
         self.module, self.names = module, names

@@ -13,6 +13,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "lr_factor", "build_scheduler"]
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "poly", "none")
 

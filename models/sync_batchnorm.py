@@ -13,6 +13,8 @@ from torch import nn
 
 from i2p.sparse import convert_sync_batchnorm, revert_sync_batchnorm
 
+__all__ = ["SparseSyncBatchNorm"]
+
 
 class SparseSyncBatchNorm(TorchSyncBatchNorm):
     """Layer-sync plugin: every BatchNorm becomes `i2p.sparse.SyncBatchNorm` (any backend)."""

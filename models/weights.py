@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ __all__ = ["TransferReport", "read_checkpoint", "unwrap_state_dict", "load_2d_st
 
 log = logging.getLogger(__name__)
 
-Source = Union[bool, str, os.PathLike, nn.Module, Mapping[str, torch.Tensor]]
+Source = bool | str | os.PathLike | nn.Module | Mapping[str, torch.Tensor]
 META_KEY = "i2p_inflate"  # marks a checkpoint written by `save_inflated` / `i2p inflate` (already 3D)
 FORMAT_VERSION = 1  # of those checkpoints
 SOURCE_CLASSIFIER = "fc."  # timm's and torchvision's ResNet classifier
@@ -96,7 +97,7 @@ def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> tuple[dict[str, to
     return state, meta
 
 
-def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[dict[str, torch.Tensor], dict | None]:
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
     """A local `.pth/.pt/.bin/.safetensors` file as (state dict, i2p metadata or None).
 
     Pickles load with `weights_only=True` (no code execution from untrusted files).

@@ -6,7 +6,8 @@ import torch
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """One intra-op thread: on a busy 2-core machine, 2 OpenMP threads make scatter-adds ~100x slower,
-    and the DDP tests already run two processes side by side."""
+    and the DDP tests already run two processes side by side.
+    """
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from i2p.cli import pretrain2d
 from i2p.cli.configs import find_config
+
+__all__ = ["main"]
 
 PRETRAIN_ARGS = ["--model", "resnet18", "--image-size", "32", "--num-images", "4000", "--epochs", "8"]
 # 8 epochs (~90 s on 2 CPUs, 2D val acc ~0.56 vs ~0.25 after 3): weaker 2D features made the inflated
@@ -38,7 +39,8 @@ def main(argv: Sequence[str] = ()) -> int:
     if args.pretrained is None:
         ckpt, record = pretrain2d.run(PRETRAIN_ARGS)
         pretrained = str(ckpt)
-        print(f"[demo] 2D ResNet-18 on generated images: val acc {record['val_acc']:.3f} (chance {record['chance']:.3f})")
+        print(f"[demo] 2D ResNet-18 on generated images: val acc {record['val_acc']:.3f} (chance "
+              f"{record['chance']:.3f})")
     else:
         pretrained = args.pretrained
     try:
@@ -61,7 +63,8 @@ def main(argv: Sequence[str] = ()) -> int:
         wandb.finish()
     elapsed = time.time() - start
     print("\n[demo] ---------------------------------------------------------------")
-    print(f"[demo] FIP-IO (regime {cli.model.hparams.regime}) on SyntheticShapes ({cli.model.num_classes} classes, chance {1 / cli.model.num_classes:.3f})")
+    print(f"[demo] FIP-IO (regime {cli.model.hparams.regime}) on SyntheticShapes ({cli.model.num_classes} classes, "
+          f"chance {1 / cli.model.num_classes:.3f})")
     print(f"[demo] {cli.model.regime_summary}")
     print(f"[demo] test accuracy {metrics.get('test/acc', float('nan')):.4f}, "
           f"mean class accuracy {metrics.get('test/macc', float('nan')):.4f}")

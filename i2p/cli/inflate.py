@@ -25,6 +25,8 @@ import torch
 from i2p.inflate import DEPTH_AXES, KERNEL_MODES, SHORTCUTS, InflateConfig, normalize_depth_axis
 from models.backbones import ARCHS, HEADS, STEMS
 
+__all__ = ["main"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="i2p inflate", description=__doc__.splitlines()[0])
@@ -82,7 +84,8 @@ def write(args: argparse.Namespace) -> int:
                   num_classes=args.num_classes, source=report.source, used=len(report.used),
                   dropped=report.dropped, timm_version=__import__("timm").__version__)
     print(report.details() if args.list_keys else str(report))
-    print(f"wrote {out} ({len(report.used)} tensors, {out.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f}s")
+    print(f"wrote {out} ({len(report.used)} tensors, {out.stat().st_size / 2**20:.1f} MiB) in "
+          f"{time.perf_counter() - t0:.1f}s")
     return 0
 
 

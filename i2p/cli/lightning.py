@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgre
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from i2p.cli.configs import DEFAULTS
+from i2p.io import atomic_write_bytes
 
 __all__ = ["I2PCLI", "LogConfigCallback", "run_lightning", "parse_config", "SUBCOMMANDS"]
 
@@ -36,7 +37,7 @@ class LogConfigCallback(SaveConfigCallback):
         logger.log_hyperparams({"cli": yaml.safe_load(text)})
         run_dir = getattr(getattr(logger, "experiment", None), "dir", None)
         if isinstance(run_dir, str) and os.path.isdir(run_dir):
-            Path(run_dir, self.config_filename).write_text(text)
+            atomic_write_bytes(Path(run_dir, self.config_filename), text.encode())
 
 
 class I2PCLI(LightningCLI):

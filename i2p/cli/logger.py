@@ -15,6 +15,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger as _PLWandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+__all__ = ["wandb_has_credentials", "wandb_offline_default", "WandbLogger"]
+
 
 def wandb_has_credentials() -> bool:
     """True when ``WANDB_API_KEY`` is set or ``wandb login`` stored a key in ~/.netrc."""

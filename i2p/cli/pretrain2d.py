@@ -20,8 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from i2p.io import atomic_path, atomic_write_bytes
 from i2p.cli.shapes2d import CLASS_NAMES, render_shapes
+from i2p.io import atomic_path, atomic_write_bytes
+
+__all__ = ["run", "main"]
 
 DEFAULT_OUTPUT = ".cache/i2p/pretrain2d/{model}_{data}_{image_size}px.pth"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -131,7 +133,8 @@ def pretrain(args: argparse.Namespace, output: Path) -> dict[str, Any]:
             running += float(loss.detach()) * len(y)
             seen += len(y)
         acc = evaluate(model, val_loader)
-        print(f"[pretrain2d] epoch {epoch + 1}/{args.epochs} loss {running / max(1, seen):.3f} val acc {acc:.3f}", flush=True)
+        print(f"[pretrain2d] epoch {epoch + 1}/{args.epochs} loss {running / max(1, seen):.3f} val acc "
+              f"{acc:.3f}", flush=True)
     record = {
         "settings": settings_of(args),
         "classes": classes,

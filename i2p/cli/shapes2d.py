@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["CLASS_NAMES", "render_shapes"]
+
 CLASS_NAMES = (
     "circle", "ring", "triangle", "square", "star", "cross", "crescent", "bar", "lshape", "semicircle",
 )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["HEADS", "ClassifierHead"]
+
 HEADS = ("linear_bn", "mlp", "linear")
 
 

@@ -9,12 +9,12 @@ and `i2p inflate --verify`.
 """
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 
-from i2p.inflate import InflateConfig, PLANE_AXES, normalize_depth_axis
+from i2p.inflate import PLANE_AXES, InflateConfig, normalize_depth_axis
 from i2p.sparse import SparseTensor
 
 __all__ = ["image_to_sparse", "sparse_to_image", "randomize_bn_stats_", "planar_errors",
@@ -85,7 +85,7 @@ def planar_errors(model_3d: nn.Module, model_2d: nn.Module, images: torch.Tensor
     return rows
 
 
-def build_planar_pair(name_or_args: Union[str, dict[str, Any]], kernel_mode: str = "copy", depth_axis: str = "y",
+def build_planar_pair(name_or_args: str | dict[str, Any], kernel_mode: str = "copy", depth_axis: str = "y",
                       model_2d: nn.Module | None = None, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     """(2D timm model, 3D copy with stem `inflate` and `point` shortcuts) for the planar check.
 
@@ -94,7 +94,9 @@ def build_planar_pair(name_or_args: Union[str, dict[str, Any]], kernel_mode: str
     Without `model_2d`, the 2D model gets random weights and randomized BN statistics.
     """
     import timm
-    from timm.models.resnet import BasicBlock as Basic2d, Bottleneck as Bottle2d, ResNet
+    from timm.models.resnet import BasicBlock as Basic2d
+    from timm.models.resnet import Bottleneck as Bottle2d
+    from timm.models.resnet import ResNet
 
     from models.weights import load_pretrained
 

@@ -9,7 +9,8 @@ architecture (`create_sparse_resnet` calls `models.weights.load_pretrained`).
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence, Type, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,7 +80,7 @@ class Bottleneck(nn.Module):
         return self.act3(add(x, shortcut))
 
 
-BlockType = Union[Type[BasicBlock], Type[Bottleneck]]
+BlockType = type[BasicBlock] | type[Bottleneck]
 _BLOCKS: dict[str, BlockType] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
@@ -122,7 +123,7 @@ class SparseResNet(nn.Module):
 
     def __init__(
         self,
-        block: Union[str, BlockType],
+        block: str | BlockType,
         layers: Sequence[int],
         num_classes: int = 1000,
         in_channels: int = 3,
@@ -175,7 +176,7 @@ class SparseResNet(nn.Module):
     # --- structure used by weight transfer and finetuning regimes ---------------------------
     @property
     def default_cfg(self) -> dict[str, Any]:
-        """timm's older name for `pretrained_cfg`."""
+        """Timm's older name for `pretrained_cfg`."""
         return self.pretrained_cfg
 
     def stem_modules(self) -> tuple[str, ...]:
@@ -218,7 +219,8 @@ class SparseResNet(nn.Module):
 
     def forward_intermediates(self, x: SparseTensor) -> list[SparseTensor]:
         """`[stem, layer1, layer2, layer3, layer4]`; the stem output is taken before the max-pool,
-        as in timm's `forward_intermediates` (so `inflate` stems compare 1:1 with 2D)."""
+        as in timm's `forward_intermediates` (so `inflate` stems compare 1:1 with 2D).
+        """
         self._check_input(x)
         x = self.act1(self.bn1(self.conv1(x)))
         out = [x]
@@ -273,7 +275,7 @@ def resolve_arch(name: str) -> tuple[str, str | None]:
 
 
 def _timm_cfg(name: str) -> dict[str, Any]:
-    """timm's pretrained metadata (mean/std, hub id, ...) for `name`, without building a model."""
+    """Timm's pretrained metadata (mean/std, hub id, ...) for `name`, without building a model."""
     try:
         import timm.models
         cfg = timm.models.get_pretrained_cfg(name)

@@ -9,11 +9,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
-from tests.helpers.toy import ToyClassifier, ToyData
 
 from callbacks import NeuralCollapse, TimeToAccuracy, WandbMedia
 from callbacks.neural_collapse import METRICS
 from i2p.collapse import CollapseStats
+from tests.helpers.toy import ToyClassifier, ToyData
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,8 @@ def _trainer(tmp_path, callbacks, loggers, epochs=2, **kw):
 def test_fit_with_all_callbacks_logs_everything(tmp_path, monkeypatch):
     logged = []
     original = WandbLogger.log_metrics
-    monkeypatch.setattr(WandbLogger, "log_metrics", lambda self, metrics, step=None: (logged.append(dict(metrics)), original(self, metrics, step))[1])
+    monkeypatch.setattr(WandbLogger, "log_metrics", lambda self, metrics, step=None: (logged.append(dict(metrics)),
+                                                                                      original(self, metrics, step))[1])
     csv = CSVLogger(str(tmp_path), name="run")
     wb = WandbLogger(project="i2p-test", save_dir=str(tmp_path), offline=True)
     nc = NeuralCollapse(every_n_epochs=1)
@@ -102,7 +103,8 @@ def test_fit_with_all_callbacks_logs_everything(tmp_path, monkeypatch):
 
 def test_media_without_wandb_is_a_no_op(tmp_path):
     media = WandbMedia()
-    trainer = _trainer(tmp_path, [media, NeuralCollapse(splits=("val",), plot=False)], [CSVLogger(str(tmp_path))], epochs=1)
+    trainer = _trainer(tmp_path, [media, NeuralCollapse(splits=("val",), plot=False)], [CSVLogger(str(tmp_path))],
+                       epochs=1)
     trainer.fit(ToyClassifier(), ToyData())
     assert not media._clouds and not media._active(trainer) and "nc/val/nc1" in trainer.callback_metrics
     assert "nc/train/nc1" not in trainer.callback_metrics

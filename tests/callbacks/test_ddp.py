@@ -1,14 +1,13 @@
 """Two CPU DDP processes (gloo, ddp_spawn) log the same callback values as one process."""
-import pytest
-
 import math
 
+import pytest
 import pytorch_lightning as pl
 import torch
-from tests.helpers.toy import ToyClassifier, ToyData
 
 from callbacks import NeuralCollapse, TimeToAccuracy, WandbMedia
 from callbacks.neural_collapse import METRICS
+from tests.helpers.toy import ToyClassifier, ToyData
 
 
 class Dump(pl.Callback):

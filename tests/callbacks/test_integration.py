@@ -23,7 +23,8 @@ def test_real_classifier_and_synthetic_shapes(tmp_path):
             batch_size=4, classes=["cube", "sphere", "torus"],
         )  # fmt: skip
         model = models.PointClassifier(backbone="resnet18", num_classes=3, class_names=data.class_names, regime="io")
-        frozen = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())]
+        frozen = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                  and not any(p.requires_grad for p in m.parameters())]
         nc = NeuralCollapse()
         trainer = pl.Trainer(
             accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

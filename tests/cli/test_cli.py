@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers.classifier import CLASSES, tiny_pretrained_2d, write_config
 
 from i2p.cli import main
 from i2p.cli.lightning import run_lightning
 from i2p.cli.logger import wandb_has_credentials, wandb_offline_default
+from tests.helpers.classifier import CLASSES, tiny_pretrained_2d, write_config
 
 
 def test_help_lists_trainer_and_extra_commands(capsys):
@@ -64,6 +64,7 @@ def test_fit_logs_offline_wandb_and_checkpoints_then_test_from_checkpoint(tmp_pa
 
     # the checkpoint holds the weights: a missing 2D file must not matter when testing it
     missing = ["--model.init_args.pretrained", str(tmp_path / "gone.pth")]
-    cli = run_lightning(["test", "--config", str(cfg), "--trainer.logger", "false", "--ckpt_path", str(best[0]), *missing])
+    cli = run_lightning(["test", "--config", str(cfg), "--trainer.logger", "false", "--ckpt_path", str(best[0]),
+                         *missing])
     metrics = cli.trainer.callback_metrics
     assert 0.0 <= float(metrics["test/acc"]) <= 1.0 and "test/macc" in metrics and "test/loss" in metrics

@@ -1,6 +1,7 @@
 """DDP on CPU (gloo), through the real command line: a 2-process fit (sync BN), then validation of one
 checkpoint with 1 and 2 processes must give the same metrics (each sample counted once, no
-deadlock although the ranks see different numbers of validation batches)."""
+deadlock although the ranks see different numbers of validation batches).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.helpers.classifier import write_config
 
 REPO = Path(__file__).resolve().parents[2]

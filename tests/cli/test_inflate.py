@@ -4,9 +4,8 @@ import pytest
 import timm
 import torch
 
-from i2p.inflate import InflateConfig
-
 from i2p.cli.inflate import main as inflate_main
+from i2p.inflate import InflateConfig
 from models.backbones import create_sparse_resnet
 from models.backbones.planar import randomize_bn_stats_
 from tests.helpers.weights import assert_transferred

@@ -1,18 +1,17 @@
 """``i2p pretrain2d``: generated images, a loadable timm-format checkpoint, and the settings cache."""
 
 from __future__ import annotations
-import pytest
 
 import json
 
 import numpy as np
+import pytest
 import timm
 import torch
-from tests.helpers.classifier import PRETRAIN_ARGS, tiny_pretrained_2d
 
-from i2p.cli import main
-from i2p.cli import pretrain2d
+from i2p.cli import main, pretrain2d
 from i2p.cli.shapes2d import CLASS_NAMES, render_shapes
+from tests.helpers.classifier import PRETRAIN_ARGS, tiny_pretrained_2d
 
 
 def test_render_shapes_is_seeded_and_covers_classes():

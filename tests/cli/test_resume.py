@@ -1,15 +1,15 @@
 """``i2p fit ... --ckpt_path last`` resumes a stopped run: epoch counter, step, optimizer and schedule."""
 
 from __future__ import annotations
-import pytest
 
 import copy
 
+import pytest
 import pytorch_lightning as pl
 import torch
-from tests.helpers.classifier import write_config
 
 from i2p.cli.lightning import run_lightning
+from tests.helpers.classifier import write_config
 
 
 class RecordStart(pl.Callback):

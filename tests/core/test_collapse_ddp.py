@@ -1,10 +1,9 @@
 """Two gloo processes on uneven shards report exactly what one process reports on all the data."""
-import pytest
-
 import math
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

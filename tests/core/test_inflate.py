@@ -3,8 +3,15 @@ import pytest
 import timm
 import torch
 
-from i2p.inflate import (InflateConfig, inflate_kernel, inflate_state_dict, kernel_index, normalize_depth_axis,
-                         pointwise_kernel, repeat_kernel)
+from i2p.inflate import (
+    InflateConfig,
+    inflate_kernel,
+    inflate_state_dict,
+    kernel_index,
+    normalize_depth_axis,
+    pointwise_kernel,
+    repeat_kernel,
+)
 from i2p.sparse import get_kernel_offsets
 
 AXES = {"x": 0, "y": 1, "z": 2}

@@ -12,7 +12,8 @@ CUBE_F = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5,
 
 def test_off_glued_header_quirk(tmp_path):
     p = tmp_path / "chair_0001.off"
-    p.write_text("OFF8 12 0\n" + "".join(f"{a} {b} {c}\n" for a, b, c in CUBE_V) + "".join(f"3 {a} {b} {c}\n" for a, b, c in CUBE_F))
+    body = "".join(f"{a} {b} {c}\n" for a, b, c in CUBE_V) + "".join(f"3 {a} {b} {c}\n" for a, b, c in CUBE_F)
+    p.write_text("OFF8 12 0\n" + body)
     v, f = io.read_off(p)
     assert v.shape == (8, 3) and f.shape == (12, 3)
     np.testing.assert_array_equal(v, CUBE_V)

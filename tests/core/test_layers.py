@@ -1,5 +1,6 @@
 """The floors run one way (docs/architecture.md): every import in the packages, lazy ones too,
-points to the module's own unit or to a lower floor; nothing imports the app (i2p/cli)."""
+points to the module's own unit or to a lower floor; nothing imports the app (i2p/cli).
+"""
 
 from __future__ import annotations
 

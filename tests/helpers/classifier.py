@@ -27,7 +27,7 @@ def tiny_data(**overrides):
     return SyntheticShapes(**{**DATA_ARGS, **overrides})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_pretrained_2d() -> Path:
     """A tiny ``i2p pretrain2d`` checkpoint, made once per test session (a few seconds)."""
     from i2p.cli import pretrain2d

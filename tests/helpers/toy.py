@@ -52,7 +52,8 @@ class ToyData(pl.LightningDataModule):
         self.train, self.val, self.bs = Clusters(n_train, 0), Clusters(n_val, 1), batch_size
 
     def train_dataloader(self):
-        return DataLoader(self.train, self.bs, shuffle=True, collate_fn=collate, generator=torch.Generator().manual_seed(0))
+        return DataLoader(self.train, self.bs, shuffle=True, collate_fn=collate,
+                          generator=torch.Generator().manual_seed(0))
 
     def val_dataloader(self):
         sampler = None
@@ -70,7 +71,8 @@ class ToyClassifier(pl.LightningModule):
         super().__init__()
         torch.manual_seed(0)
         self.num_classes, self.class_names = NUM_CLASSES, ToyData.class_names
-        self.body = nn.Sequential(nn.Linear(IN_DIM, FEAT_DIM), nn.BatchNorm1d(FEAT_DIM) if bn else nn.Identity(), nn.ReLU())
+        self.body = nn.Sequential(nn.Linear(IN_DIM, FEAT_DIM), nn.BatchNorm1d(FEAT_DIM) if bn else nn.Identity(),
+                                  nn.ReLU())
         self.frozen = nn.BatchNorm1d(IN_DIM) if frozen_bn else nn.Identity()
         self.head = nn.Linear(FEAT_DIM, NUM_CLASSES)
         self.lr, self.frozen_modes, self.confusion = lr, [], {}

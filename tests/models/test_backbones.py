@@ -8,8 +8,6 @@ from i2p.sparse import SparseTensor
 from models.backbones import ARCHS, SparseResNet, create_sparse_resnet
 from models.weights import plan_transfer
 
-
-
 SMALL = {"resnet18", "resnet26", "resnet34", "resnext50_32x4d", "resnet50"}
 
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from tests.helpers.classifier import CLASSES, tiny_data, tiny_pretrained_2d
 
 from models import PointClassifier
 from models.finetune import frozen_bn_names
 from models.optim import build_optimizer, build_scheduler, lr_factor
+from tests.helpers.classifier import CLASSES, tiny_data, tiny_pretrained_2d
 
 
 def test_lr_factor_cosine_poly_warmup():

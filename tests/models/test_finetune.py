@@ -8,7 +8,6 @@ from models.backbones import SparseResNet, create_sparse_resnet
 from models.finetune import REGIMES, apply_regime, regime_summary, trainable_parameters
 
 
-
 def small(**kw):
     torch.manual_seed(0)
     return SparseResNet("bottleneck", (1, 1, 1, 1), num_classes=4, channels=(8, 8, 16, 16), **kw)
@@ -127,7 +126,8 @@ def test_stem_inflate_is_copied():
 @pytest.mark.filterwarnings("ignore:.*does not have many workers")
 def test_frozen_bn_through_lightning_fit(tmp_path):
     """Lightning calls model.train() at every epoch start: frozen BN layers must still be in eval
-    mode in every training step, and their running statistics must not move."""
+    mode in every training step, and their running statistics must not move.
+    """
     import pytorch_lightning as pl
 
     class Module(pl.LightningModule):

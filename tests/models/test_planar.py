@@ -2,12 +2,10 @@
 import pytest
 import torch
 
-from i2p.inflate import InflateConfig, PLANE_AXES, inflate_kernel, kernel_index
+from i2p.inflate import PLANE_AXES, InflateConfig, inflate_kernel, kernel_index
 from i2p.sparse import Conv3d, SparseTensor, get_kernel_offsets
 from models.backbones.planar import build_planar_pair, planar_errors
 from models.weights import load_pretrained
-
-
 
 TOL = 1e-4  # relative to the largest 2D activation of the stage (float32)
 FAMILIES = {
@@ -74,7 +72,7 @@ def _conv_with(kernel: torch.Tensor, k: int) -> Conv3d:
 
 @pytest.mark.parametrize("k", [3, 7])
 def test_constant_field_3d(k):
-    """inflate keeps the 2D response to a constant field, copy multiplies it by k, center equals it."""
+    """Inflate keeps the 2D response to a constant field, copy multiplies it by k, center equals it."""
     torch.manual_seed(0)
     w = torch.randn(4, 2, k, k)
     c = torch.tensor([[0.7, -1.3]])

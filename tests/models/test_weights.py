@@ -6,11 +6,10 @@ import pickle
 import pytest
 import timm
 import torch
-
-from i2p.inflate import InflateConfig
 from safetensors.torch import save_file
 from timm.models.resnet import BasicBlock, ResNet
 
+from i2p.inflate import InflateConfig
 from models.backbones import SparseResNet, create_sparse_resnet
 from models.backbones.planar import randomize_bn_stats_
 from models.weights import load_pretrained
