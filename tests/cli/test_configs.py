@@ -73,3 +73,29 @@ def test_defaults_are_yaml_and_reach_every_subcommand():
         assert cfg.checkpoint.monitor == defaults["checkpoint"]["monitor"] and cfg.checkpoint.save_last
         assert cfg.trainer.logger.class_path == defaults["trainer"]["logger"]["class_path"]
         assert cfg.seed_everything == defaults["seed_everything"]
+
+
+def _glob_match(parts: tuple[str, ...], pattern: str) -> bool:
+    """Match like setuptools' package-data glob: ``*`` stays within one path segment."""
+    import fnmatch
+
+    pats = pattern.split("/")
+    return len(pats) == len(parts) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, pats))
+
+
+def test_every_config_ships_in_the_wheel():
+    """The package data of pyproject.toml covers every YAML, so a wheel install finds the same configs."""
+    import fnmatch
+    import tomllib
+
+    project = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert any(fnmatch.fnmatch("configs", pattern) for pattern in project["packages"]["find"]["include"])
+    data = project["package-data"]
+    missed = []
+    for path in ALL:
+        rel = path.relative_to(CONFIGS.parent)
+        ok = any(rel.parts[: len(pkg.split("."))] == tuple(pkg.split("."))
+                 and _glob_match(rel.parts[len(pkg.split(".")):], pat) for pkg, pats in data.items() for pat in pats)
+        if not ok:
+            missed.append(str(rel))
+    assert not missed, f"configs not in pyproject's package-data (a wheel would lack them): {missed}"
