@@ -7,14 +7,19 @@ are built once per level and reused by every layer there.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-StrideLike = Union[int, Sequence[int]]
+__all__ = ["IntOr3", "Triple", "to_triple", "SparseCache", "SparseTensor"]
+
+#: the engine's one "int or (x, y, z)" type: kernel sizes, strides, dilations, tensor strides
+IntOr3 = int | Sequence[int]
+Triple = tuple[int, int, int]
 
 
-def to_triple(value: StrideLike, name: str) -> tuple[int, int, int]:
+def to_triple(value: IntOr3, name: str) -> tuple[int, int, int]:
     """An int or a 3-sequence of positive ints as a 3-tuple; ValueError naming `name` otherwise."""
     if isinstance(value, torch.Tensor):
         value = value.tolist()
@@ -45,6 +50,7 @@ class SparseCache:
         self.coords: dict[tuple[int, int, int], torch.Tensor] = {}
         self.kmaps: dict[tuple, Any] = {}
         self.indices: dict[tuple, Any] = {}
+        self.rules: dict[tuple[int, int, int], str] = {}  # padding rule that made each strided level
         self.batch_size: int | None = None
 
 
@@ -57,7 +63,7 @@ class SparseTensor:
 
     __slots__ = ("feats", "coords", "stride", "cache")
 
-    def __init__(self, feats: torch.Tensor, coords: torch.Tensor, stride: StrideLike = 1,
+    def __init__(self, feats: torch.Tensor, coords: torch.Tensor, stride: IntOr3 = 1,
                  cache: SparseCache | None = None) -> None:
         if not isinstance(coords, torch.Tensor):
             raise ValueError(f"coords must be a torch.Tensor, got {type(coords).__name__}")
