@@ -10,8 +10,20 @@ from .dense import to_dense
 from .devoxelize import devoxelize
 from .functional import conv3d
 from .kmap import KernelMap, get_kernel_offsets
-from .modules import (GELU, BatchNorm, Conv3d, Elementwise, LeakyReLU, ReLU, SiLU, SyncBatchNorm,
-                      apply_to_feats, convert_sync_batchnorm, revert_sync_batchnorm, set_backend)
+from .modules import (
+                      GELU,
+                      BatchNorm,
+                      Conv3d,
+                      Elementwise,
+                      LeakyReLU,
+                      ReLU,
+                      SiLU,
+                      SyncBatchNorm,
+                      apply_to_feats,
+                      convert_sync_batchnorm,
+                      revert_sync_batchnorm,
+                      set_backend,
+)
 from .ops import add, cat
 from .pooling import MaxPool3d, global_avg_pool, global_max_pool, max_pool3d
 from .quantize import sparse_collate, sparse_quantize

@@ -1,15 +1,15 @@
 """`to_dense`: a SparseTensor as a dense `[B, C, X, Y, Z]` grid (tests, visualisation)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from .tensor import SparseTensor
 
 
-def to_dense(x: SparseTensor, spatial_shape: Optional[Sequence[int]] = None,
-             origin: Optional[Sequence[int]] = None) -> torch.Tensor:
+def to_dense(x: SparseTensor, spatial_shape: Sequence[int] | None = None,
+             origin: Sequence[int] | None = None) -> torch.Tensor:
     """Scatter features into `[B, C, X, Y, Z]`, cell `(c - origin) / stride`; empty cells are 0.
 
     Default origin: `(0, 0, 0)` when `spatial_shape` is given, else the minimum coordinate; the

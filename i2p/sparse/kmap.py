@@ -111,7 +111,8 @@ class CoordIndex:
 
     def query(self, coords: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Rows [K, M] of `coords [M, 4] + offsets[k]` (offsets [K, 3] keep the query inside the
-        margin box in box mode), -1 where absent."""
+        margin box in box mode), -1 where absent.
+        """
         if not self.hashed:
             return self.find(self.pack(coords)[None, :] + self.offset_keys(offsets)[:, None])
         c = coords.to(torch.int64)
@@ -297,7 +298,7 @@ def _round_bucket(m: int) -> int:
     return -(-m // step) * step
 
 
-def _make_batched_plan(kmap: "KernelMap", device: torch.device) -> BatchedPlan:
+def _make_batched_plan(kmap: KernelMap, device: torch.device) -> BatchedPlan:
     entries = sorted(kmap.offset_pairs(), key=lambda e: -e[1].numel())
     buckets, order, i = [], [], 0
     while i < len(entries):
@@ -356,7 +357,7 @@ class KernelMap:
     _transposed: KernelMap | None = field(default=None, repr=False)
     plans: dict = field(default_factory=dict, repr=False)
 
-    def transposed(self) -> "KernelMap":
+    def transposed(self) -> KernelMap:
         """The same map with inputs and outputs swapped (for transposed convolution)."""
         if self._transposed is None:
             self._transposed = KernelMap(self.n_out, self.n_in, self.kernel_volume,

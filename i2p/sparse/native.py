@@ -226,7 +226,7 @@ def _verified(target: Path, sidecar: Path) -> bool:
 
 
 def _load(path: Path, isa: str) -> NativeLib | None:
-    """dlopen the library after checking its hash on the same open file (no swap in between)."""
+    """Dlopen the library after checking its hash on the same open file (no swap in between)."""
     sidecar = path.with_name(path.name + ".sha256")
     try:
         want = sidecar.read_text().strip()

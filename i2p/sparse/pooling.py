@@ -40,7 +40,8 @@ class _SparseMaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         """Offset by offset: within one offset every input row occurs once, so no row is added to
-        twice by one scatter (deterministic without atomics' varying order)."""
+        twice by one scatter (deterministic without atomics' varying order).
+        """
         (arg,) = ctx.saved_tensors
         grad = grad_out.new_zeros(ctx.n_in, grad_out.shape[1])
         for in_idx, out_idx in _pairs(ctx.kmap, grad_out.device):
@@ -94,7 +95,8 @@ def _batch_index(x: SparseTensor) -> torch.Tensor:
 
 def global_avg_pool(x: SparseTensor) -> torch.Tensor:
     """Mean of each sample's voxel features → `[B, C]` (B = max batch index + 1), float32 sums for
-    half / bfloat16 features."""
+    half / bfloat16 features.
+    """
     b = _batch_index(x)
     n = x.batch_size
     f = x.feats.float() if x.feats.dtype in (torch.float16, torch.bfloat16) else x.feats

@@ -97,7 +97,7 @@ class SparseTensor:
 
     @classmethod
     def _derive(cls, feats: torch.Tensor, coords: torch.Tensor, stride: tuple[int, int, int],
-                cache: SparseCache) -> "SparseTensor":
+                cache: SparseCache) -> SparseTensor:
         """Fast constructor for engine outputs: no validation, shares the cache."""
         out = cls.__new__(cls)
         out.feats = feats
@@ -106,7 +106,7 @@ class SparseTensor:
         out.cache = cache
         return out
 
-    def replace(self, feats: torch.Tensor) -> "SparseTensor":
+    def replace(self, feats: torch.Tensor) -> SparseTensor:
         """Same coordinates, stride and shared cache, new features (rows must match)."""
         if feats.dim() != 2 or feats.shape[0] != self.coords.shape[0]:
             raise ValueError(f"feats must have shape [{self.coords.shape[0]}, C], got {tuple(feats.shape)}")
@@ -136,7 +136,7 @@ class SparseTensor:
     def dtype(self) -> torch.dtype:
         return self.feats.dtype
 
-    def to(self, *args: Any, **kwargs: Any) -> "SparseTensor":
+    def to(self, *args: Any, **kwargs: Any) -> SparseTensor:
         """Like `Tensor.to` for the features; coordinates follow the device (cache too)."""
         feats = self.feats.to(*args, **kwargs)
         if feats.device == self.coords.device:
@@ -147,13 +147,13 @@ class SparseTensor:
         cache.coords[self.stride] = coords
         return SparseTensor._derive(feats, coords, self.stride, cache)
 
-    def cpu(self) -> "SparseTensor":
+    def cpu(self) -> SparseTensor:
         return self.to("cpu")
 
-    def cuda(self, device: Any = None) -> "SparseTensor":
+    def cuda(self, device: Any = None) -> SparseTensor:
         return self.to(torch.device("cuda") if device is None else device)
 
-    def detach(self) -> "SparseTensor":
+    def detach(self) -> SparseTensor:
         return self.replace(self.feats.detach())
 
     def __repr__(self) -> str:

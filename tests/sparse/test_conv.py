@@ -103,7 +103,7 @@ def test_conv_at_coarser_level_matches_dense():
 
 
 def test_offset_order_pinned():
-    """torchsparse's get_kernel_offsets: x fastest for odd K, z fastest for even K."""
+    """Torchsparse's get_kernel_offsets: x fastest for odd K, z fastest for even K."""
     o3 = get_kernel_offsets((3, 3, 3), (1, 1, 1), (1, 1, 1)).tolist()
     assert o3[:4] == [[-1, -1, -1], [0, -1, -1], [1, -1, -1], [-1, 0, -1]]
     assert o3[13] == [0, 0, 0] and o3[26] == [1, 1, 1]
@@ -115,7 +115,8 @@ def test_offset_order_pinned():
 
 def test_hand_computed_example():
     """Two voxels at (0,0,0) and (1,0,0); kernel[k] = (k+1)·I. Voxel A sees B at offset (+1,0,0),
-    which is index 14 (x fastest: 13 is the centre); B sees A at (-1,0,0), index 12."""
+    which is index 14 (x fastest: 13 is the centre); B sees A at (-1,0,0), index 12.
+    """
     coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.int32)
     feats = torch.tensor([[1.0, 2.0], [10.0, 20.0]], dtype=torch.float64)
     x = SparseTensor(feats, coords)
@@ -212,7 +213,8 @@ def test_negative_coordinates():
 @pytest.mark.parametrize("cin,cout,k,s", [(64, 64, 3, 1), (5, 70, 3, 1), (33, 128, 2, 2), (64, 16, 3, 2), (7, 3, 1, 1)])
 def test_native_kernels_match_pure_path(cin, cout, k, s):
     """The compiled float32 path this machine picks equals the pure PyTorch path, fwd and bwd
-    (every variant separately: tests/sparse/test_native.py)."""
+    (every variant separately: tests/sparse/test_native.py).
+    """
     from i2p.sparse import native
     from i2p.sparse.functional.conv import force_impl
     if native.lib() is None:

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from i2p.sparse import (SparseTensor, conv3d, devoxelize, global_avg_pool, global_max_pool, max_pool3d,
-                        to_dense)
+from i2p.sparse import SparseTensor, conv3d, devoxelize, global_avg_pool, global_max_pool, max_pool3d, to_dense
 from tests.helpers.sparse import random_sparse
 
 

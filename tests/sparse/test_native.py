@@ -1,5 +1,6 @@
 """The compiled kernels: every instruction-set variant this machine can run against the pure path,
-the build cache's safety (hash-checked, atomic, opt-out), and the ARM64 variant under emulation."""
+the build cache's safety (hash-checked, atomic, opt-out), and the ARM64 variant under emulation.
+"""
 import os
 import shutil
 import subprocess
@@ -86,7 +87,8 @@ def test_status_names_the_real_reason(monkeypatch):
 
 def test_native_is_deterministic(two_threads):
     """Same inputs, same bits: output rows are unique per offset and the weight gradient is summed
-    over a fixed number of row groups (a function of the pair count, not of the schedule)."""
+    over a fixed number of row groups (a function of the pair count, not of the schedule).
+    """
     if native.lib() is None:
         pytest.skip(native.status())
     x = random_sparse(batch=2, size=12, channels=16, dtype=torch.float32, seed=3, density=0.5)

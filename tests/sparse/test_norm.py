@@ -1,15 +1,22 @@
 """BatchNorm on sparse features and its synchronised version (conversion, 2 gloo ranks)."""
-import pytest
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from i2p.sparse import (BatchNorm, Conv3d, ReLU, SparseTensor, SyncBatchNorm, convert_sync_batchnorm,
-                        revert_sync_batchnorm)
+from i2p.sparse import (
+    BatchNorm,
+    Conv3d,
+    ReLU,
+    SparseTensor,
+    SyncBatchNorm,
+    convert_sync_batchnorm,
+    revert_sync_batchnorm,
+)
 from tests.helpers.sparse import random_sparse
 
 

@@ -4,8 +4,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from i2p.sparse import (MaxPool3d, ReLU, LeakyReLU, Elementwise, SparseTensor, cat, devoxelize,
-                        global_avg_pool, global_max_pool, sparse_collate, sparse_quantize, to_dense)
+from i2p.sparse import (
+    Elementwise,
+    LeakyReLU,
+    MaxPool3d,
+    ReLU,
+    SparseTensor,
+    cat,
+    devoxelize,
+    global_avg_pool,
+    global_max_pool,
+    sparse_collate,
+    sparse_quantize,
+    to_dense,
+)
 from tests.helpers.sparse import dense_grid, random_sparse, sample
 
 

@@ -38,7 +38,7 @@ def _ops():
 
 
 def spconv_pairs(kmap: KernelMap, device: torch.device) -> SpconvPairs:
-    """spconv's pair layout of `kmap`'s non-identity offsets (cached on the map)."""
+    """Spconv's pair layout of `kmap`'s non-identity offsets (cached on the map)."""
     key = ("spconv", str(device))
     if key not in kmap.plans:
         ent = kmap.offset_pairs()

@@ -89,7 +89,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _gmm(a: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
-    """a [P, Cin] @ w [Cin/g, Cout] with channel groups (block-diagonal weight)."""
+    """A [P, Cin] @ w [Cin/g, Cout] with channel groups (block-diagonal weight)."""
     if groups == 1:
         return a.mm(w)
     p = a.shape[0]

@@ -49,7 +49,7 @@ class Conv3d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torchsparse's init: uniform ±1/sqrt(fan) with fan = channels·K (out for transposed)."""
+        """Torchsparse's init: uniform ±1/sqrt(fan) with fan = channels·K (out for transposed)."""
         fan = (self.out_channels if self.transposed else self.in_channels // self.groups) * self.kernel_volume
         std = 1.0 / math.sqrt(fan)
         nn.init.uniform_(self.kernel, -std, std)
