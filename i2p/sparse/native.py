@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["ISAS", "NativeLib", "cpu_features", "supported_isas", "default_isa", "lib", "status", "usable",
-           "build", "conv_forward", "conv_backward"]
+           "build", "conv_forward", "conv_backward", "groups_for"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "gemm_pairs.c"
 
@@ -64,7 +64,6 @@ class NativeLib:
     cdll: ctypes.CDLL
     isa: str
     path: Path
-    max_groups: int
 
 
 _loaded: dict[str, NativeLib | None] = {}
@@ -247,12 +246,11 @@ def _load(path: Path, isa: str) -> NativeLib | None:
     if cdll.i2p_isa().decode() != isa:
         return None
     p, i64, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    cdll.conv_forward.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, cint]
+    cdll.conv_forward.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, i64, cint]
     cdll.conv_forward.restype = None
-    cdll.conv_backward.argtypes = [p, p, p, p, p, p, p, p, p, i64, i64, i64, p, cint]
+    cdll.conv_backward.argtypes = [p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, p, cint]
     cdll.conv_backward.restype = None
-    cdll.i2p_max_groups.restype = cint
-    return NativeLib(cdll, isa, path, int(cdll.i2p_max_groups()))
+    return NativeLib(cdll, isa, path)
 
 
 def lib(isa: str | None = None) -> NativeLib | None:
@@ -309,19 +307,32 @@ def usable(*tensors: torch.Tensor) -> bool:
     return lib() is not None
 
 
+# at most this many float32 partial weight gradients (groups × offsets × cin × cout) in the backward
+SCRATCH_BYTES = 64 << 20
+MAX_GROUPS = 16
+
+
+def groups_for(plan, cin: int, cout: int) -> int:
+    """Tile groups of the weight-gradient sum: a function of the shapes only (never of the threads)."""
+    per = max(1, plan.n * cin * cout * 4)
+    return max(1, min(MAX_GROUPS, plan.ntiles, SCRATCH_BYTES // per))
+
+
 def conv_forward(lb: NativeLib, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, plan) -> None:
-    """out[o] += x[i] @ w[k] over every offset's pairs of `plan` (a `kmap.PairPointers`), in place."""
+    """out[o] += x[i] @ w[k] over the pairs of `plan` (`KernelMap.tiled_pairs(True)`), in place."""
     lb.cdll.conv_forward(x.data_ptr(), w.data_ptr(), out.data_ptr(), plan.in_ptrs.data_ptr(),
-                         plan.out_ptrs.data_ptr(), plan.counts.data_ptr(), plan.wk.data_ptr(), plan.n,
+                         plan.out_ptrs.data_ptr(), plan.seg.data_ptr(), plan.wk.data_ptr(), plan.n, plan.ntiles,
                          x.shape[1], w.shape[2], torch.get_num_threads())
 
 
 def conv_backward(lb: NativeLib, x: torch.Tensor, go: torch.Tensor, wt: torch.Tensor | None,
                   gx: torch.Tensor | None, gw: torch.Tensor | None, plan) -> None:
-    """In place over the pairs of `plan`: gw[k] += x[i]ᵀ go[o] and gx[i] += go[o] @ wt[k] (wt = wᵀ)."""
-    scratch = x.new_empty(lb.max_groups * x.shape[1] * go.shape[1]) if gw is not None else None
+    """In place over `plan` (`KernelMap.tiled_pairs(False)`): gw[k] += x[i]ᵀ go[o], gx[i] += go[o] @ wt[k]."""
+    cin, cout = x.shape[1], go.shape[1]
+    ng = groups_for(plan, cin, cout)
+    scratch = x.new_empty(ng * plan.n * cin * cout) if gw is not None else None
     lb.cdll.conv_backward(x.data_ptr(), go.data_ptr(), None if wt is None else wt.data_ptr(),
                           None if gx is None else gx.data_ptr(), None if gw is None else gw.data_ptr(),
-                          plan.in_ptrs.data_ptr(), plan.out_ptrs.data_ptr(), plan.counts.data_ptr(),
-                          plan.wk.data_ptr(), plan.n, x.shape[1], go.shape[1],
+                          plan.in_ptrs.data_ptr(), plan.out_ptrs.data_ptr(), plan.seg.data_ptr(),
+                          plan.wk.data_ptr(), plan.n, plan.ntiles, ng, cin, cout,
                           None if scratch is None else scratch.data_ptr(), torch.get_num_threads())

@@ -231,3 +231,20 @@ def test_native_kernels_match_pure_path(cin, cout, k, s):
         results.append((y.feats.detach(), f.grad, conv.kernel.grad.clone()))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [(2, 2, 2), (2, 1, 2), (1, 2, 2)])
+def test_cell_fast_path_equals_search(k, monkeypatch):
+    """Strided convs whose kernel is their stride cell skip the coordinate search; same map."""
+    import i2p.sparse.kmap as kmap_module
+    x = random_sparse(batch=2, size=SIZE, channels=3, seed=31)
+    conv = Conv3d(3, 2, k, stride=k).double()
+    calls = []
+    real = kmap_module._cell_pairs
+    monkeypatch.setattr(kmap_module, "_cell_pairs", lambda *a: calls.append(1) or real(*a))
+    fast = conv(x)
+    assert calls
+    monkeypatch.setattr(kmap_module, "_cell_pairs", lambda *a: None)
+    slow = conv(SparseTensor(x.feats, x.coords))
+    assert torch.equal(fast.coords, slow.coords)
+    torch.testing.assert_close(fast.feats, slow.feats)

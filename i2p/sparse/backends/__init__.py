@@ -39,6 +39,10 @@ class Backend(Protocol):
 
     def matmul(self, feats: torch.Tensor, kernel: torch.Tensor, kmap, groups: int) -> torch.Tensor: ...
 
+    def compute_dtype(self, autocast: torch.dtype, device: torch.device) -> torch.dtype:
+        """The dtype it computes in under autocast to `autocast` (the result is cast back)."""
+        ...
+
 
 def check_backend(name: str | None) -> str | None:
     """`name` validated (None passes: "the default"); ValueError naming the choices otherwise."""
@@ -107,6 +111,12 @@ def resolve_name(name: str | None, device: torch.device, groups: int = 1) -> str
 class _I2P:
     name = "i2p"
 
+    def compute_dtype(self, autocast, device):
+        from ..functional import conv
+        if device.type == "cpu" and conv.CPU_AUTOCAST_COMPUTE is not None:
+            return conv.CPU_AUTOCAST_COMPUTE
+        return autocast
+
     def matmul(self, feats, kernel, kmap, groups):
         from ..functional.conv import i2p_matmul
         return i2p_matmul(feats, kernel, kmap, groups)
@@ -115,6 +125,10 @@ class _I2P:
 class _Spconv:
     name = "spconv"
 
+    def compute_dtype(self, autocast, device):
+        # spconv 2.3 has no bfloat16 (and its CPU half path goes through numpy): float32 there
+        return autocast if (device.type == "cuda" and autocast == torch.float16) else torch.float32
+
     def matmul(self, feats, kernel, kmap, groups):
         from .spconv_backend import spconv_matmul
         return spconv_matmul(feats, kernel, kmap, groups)
@@ -122,6 +136,10 @@ class _Spconv:
 
 class _Torchsparse:
     name = "torchsparse"
+
+    def compute_dtype(self, autocast, device):
+        # torchsparse's CPU ops are float32 only, its CUDA ops float32 / float16
+        return autocast if (device.type == "cuda" and autocast == torch.float16) else torch.float32
 
     def matmul(self, feats, kernel, kmap, groups):
         from .torchsparse_backend import torchsparse_matmul

@@ -9,14 +9,17 @@
  *   -DI2P_ISA_NEON    (aarch64 baseline)        4 floats per vector, 32 registers
  *   (none)            generic C                 1 float "vector" (tests the blocking logic)
  *
- * Within one kernel offset every output row appears at most once, so rows are split across
- * threads without atomics, and the result does not depend on the thread schedule. Gathered rows
- * and products stay in registers (tiles of TR rows x TQ vectors), so they never make the round
- * trip through memory that index_select / mm / index_add_ make. The weight gradient is reduced
- * over a number of row groups that depends only on the pair count (not on the threads), summed in
- * group order: bit-identical run to run and for any thread count.
- *
- * A whole convolution is one call: the offsets' index arrays are passed as pointer tables.
+ * A whole convolution is one call. The output rows are cut into tiles of consecutive rows; each
+ * offset's pairs are sorted by output row, so the pairs of (tile, offset) are one contiguous
+ * segment (`seg`). A thread takes a tile and runs every offset over it: the tile's output rows
+ * stay in cache across the offsets and are written back once, and no two threads ever touch the
+ * same output row — no atomics, no barrier between offsets, and a result that does not depend on
+ * the schedule. Gathered rows and products stay in registers (TR rows x TQ vectors), so they never
+ * make the round trip through memory that index_select / mm / index_add_ make. The backward tiles
+ * the input rows the same way (pairs sorted by input row) and computes both gradients in that one
+ * pass; the weight gradient is summed per fixed group of tiles (a function of the shapes, not of
+ * the threads) and the groups are added in order: bit-identical run to run and for any thread count.
+ * Index arrays are int32 (the Python side refuses maps with 2^31 rows or more).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -80,18 +83,9 @@ typedef float vf;
 
 #define PF 24 /* prefetch distance in rows (gathers are latency-bound) */
 #define WB 32 /* rows per gathered block in the backward pass */
-#define MAX_GROUPS 32
-#define GROUP_ROWS 1024
 
 const char *i2p_isa(void) { return ISA_NAME; }
 int i2p_vector_width(void) { return VL; }
-int i2p_max_groups(void) { return MAX_GROUPS; }
-
-/* Row groups of the weight-gradient reduction: a function of the pair count only. */
-static inline int64_t n_groups(int64_t n) {
-    int64_t g = (n + GROUP_ROWS - 1) / GROUP_ROWS;
-    return g < 1 ? 1 : (g > MAX_GROUPS ? MAX_GROUPS : g);
-}
 
 
 /* ---------------------------------------------------------------------------------------------
@@ -168,38 +162,34 @@ static inline void prefetch_row(const float *p, int64_t n, int write) {
         for (int64_t b = 0; b < n * 4; b += 64) __builtin_prefetch(c + b, 0, 3);
 }
 
-#define PTR(a, j) ((const int64_t *)(intptr_t)(a)[j])
+#define PTR(a, j) ((const int32_t *)(intptr_t)(a)[j])
 
 /* out[o, :] += x[i, :] @ w[wk[j]] over the pairs (i, o) of every offset j < nk.
- * in_ptrs / out_ptrs: addresses of the offsets' int64 index arrays, counts: their lengths;
- * w: [K, cin, cout]. Offsets run one after another (they may share output rows); the rows of one
- * offset are split across threads. */
+ * in_ptrs / out_ptrs: addresses of the offsets' int32 index arrays, sorted by output row;
+ * seg [nk, ntiles + 1]: where tile t's pairs of offset j start; w: [K, cin, cout]. */
 void conv_forward(const float *restrict x, const float *restrict w, float *restrict out,
-                  const int64_t *in_ptrs, const int64_t *out_ptrs, const int64_t *counts, const int64_t *wk,
-                  int64_t nk, int64_t cin, int64_t cout, int nthreads) {
+                  const int64_t *in_ptrs, const int64_t *out_ptrs, const int64_t *seg, const int64_t *wk,
+                  int64_t nk, int64_t ntiles, int64_t cin, int64_t cout, int nthreads) {
     if (nthreads < 1) nthreads = 1;
-#pragma omp parallel num_threads(nthreads)
-    for (int64_t j = 0; j < nk; ++j) {
-        const int64_t n = counts[j];
-        if (n == 0) continue;
-        const int64_t *ii = PTR(in_ptrs, j), *oo = PTR(out_ptrs, j);
-        const float *wj = w + wk[j] * cin * cout;
-#pragma omp for schedule(dynamic, 8)
-        for (int64_t r0 = 0; r0 < n; r0 += TR) {
-            const int nr = (int)((n - r0) < TR ? (n - r0) : TR);
-            const float *xr[TR];
-            float *orow[TR];
-            for (int r = 0; r < TR; ++r) {
-                const int64_t rr = r0 + (r < nr ? r : 0);
-                xr[r] = x + ii[rr] * cin;
-                orow[r] = out + oo[rr] * cout;
-            }
-            if (r0 + PF + TR <= n)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t t = 0; t < ntiles; ++t) {
+        for (int64_t j = 0; j < nk; ++j) {
+            const int64_t lo = seg[j * (ntiles + 1) + t], hi = seg[j * (ntiles + 1) + t + 1];
+            const int32_t *ii = PTR(in_ptrs, j), *oo = PTR(out_ptrs, j);
+            const float *wj = w + wk[j] * cin * cout;
+            for (int64_t r0 = lo; r0 < hi; r0 += TR) {
+                const int nr = (int)((hi - r0) < TR ? (hi - r0) : TR);
+                const float *xr[TR];
+                float *orow[TR];
                 for (int r = 0; r < TR; ++r) {
-                    prefetch_row(x + ii[r0 + PF + r] * cin, cin, 0);
-                    prefetch_row(out + oo[r0 + PF + r] * cout, cout, 1);
+                    const int64_t rr = r0 + (r < nr ? r : 0);
+                    xr[r] = x + (int64_t)ii[rr] * cin;
+                    orow[r] = out + (int64_t)oo[rr] * cout;
                 }
-            rows_gemm_add(xr, orow, nr, wj, cin, cout);
+                if (r0 + PF + TR <= hi)
+                    for (int r = 0; r < TR; ++r) prefetch_row(x + (int64_t)ii[r0 + PF + r] * cin, cin, 0);
+                rows_gemm_add(xr, orow, nr, wj, cin, cout);
+            }
         }
     }
 }
@@ -265,69 +255,66 @@ static inline void wgrad_block(float *acc, const float *xb, const float *gb, int
 }
 
 /* Both gradients of conv_forward in one pass over the pairs (rows of go are gathered once):
- *   gw[wk[j]] += x[i]^T go[o]        (partials per row group in scratch [MAX_GROUPS, cin, cout],
- *                                     summed in group order)
  *   gx[i, :]  += go[o] @ wt[wk[j]]   (wt = w^T per offset: [K, cout, cin])
- * Either output may be NULL to skip it. */
+ *   gw[wk[j]] += x[i]^T go[o]        (partials per group of tiles in scratch [ngroups, nk, cin, cout],
+ *                                     added group after group)
+ * Pairs sorted by input row, seg over tiles of input rows. Either output may be NULL. */
 void conv_backward(const float *restrict x, const float *restrict go, const float *restrict wt,
                    float *restrict gx, float *restrict gw, const int64_t *in_ptrs, const int64_t *out_ptrs,
-                   const int64_t *counts, const int64_t *wk, int64_t nk, int64_t cin, int64_t cout,
-                   float *restrict scratch, int nthreads) {
+                   const int64_t *seg, const int64_t *wk, int64_t nk, int64_t ntiles, int64_t ngroups,
+                   int64_t cin, int64_t cout, float *restrict scratch, int nthreads) {
     if (nthreads < 1) nthreads = 1;
+    if (ngroups < 1) ngroups = 1;
     const int64_t wsz = cin * cout;
 #pragma omp parallel num_threads(nthreads)
     {
         float *xb = gw ? (float *)malloc(sizeof(float) * WB * cin) : NULL;
         float *gb = (float *)malloc(sizeof(float) * WB * cout);
-        for (int64_t j = 0; j < nk; ++j) {
-            const int64_t n = counts[j];
-            if (n == 0) continue;
-            const int64_t *ii = PTR(in_ptrs, j), *oo = PTR(out_ptrs, j);
-            const int64_t ng = n_groups(n);
-            const float *wtj = wt ? wt + wk[j] * wsz : NULL;
-            if (gw) {
+        if (gw) {
 #pragma omp for schedule(static)
-                for (int64_t e = 0; e < ng * wsz; ++e) scratch[e] = 0.0f;
-            }
+            for (int64_t e = 0; e < ngroups * nk * wsz; ++e) scratch[e] = 0.0f;
+        }
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t g = 0; g < ng; ++g) {
-                const int64_t lo = n * g / ng, hi = n * (g + 1) / ng;
-                float *acc = gw ? scratch + g * wsz : NULL;
-                for (int64_t r0 = lo; r0 < hi; r0 += WB) {
-                    const int64_t nr = (hi - r0) < WB ? (hi - r0) : WB;
-                    for (int64_t b = 0; b < nr; ++b) {
-                        const int64_t p = r0 + b + PF;
-                        if (p < hi) {
-                            prefetch_row(go + oo[p] * cout, cout, 0);
-                            if (gw) prefetch_row(x + ii[p] * cin, cin, 0);
-                            if (gx) prefetch_row(gx + ii[p] * cin, cin, 1);
+        for (int64_t g = 0; g < ngroups; ++g) {
+            const int64_t t_lo = ntiles * g / ngroups, t_hi = ntiles * (g + 1) / ngroups;
+            for (int64_t t = t_lo; t < t_hi; ++t)
+                for (int64_t j = 0; j < nk; ++j) {
+                    const int64_t lo = seg[j * (ntiles + 1) + t], hi = seg[j * (ntiles + 1) + t + 1];
+                    if (lo == hi) continue;
+                    const int32_t *ii = PTR(in_ptrs, j), *oo = PTR(out_ptrs, j);
+                    const float *wtj = wt ? wt + wk[j] * wsz : NULL;
+                    float *acc = gw ? scratch + (g * nk + j) * wsz : NULL;
+                    for (int64_t r0 = lo; r0 < hi; r0 += WB) {
+                        const int64_t nr = (hi - r0) < WB ? (hi - r0) : WB;
+                        for (int64_t b = 0; b < nr; ++b) {
+                            const int64_t p = r0 + b + PF;
+                            if (p < hi) prefetch_row(go + (int64_t)oo[p] * cout, cout, 0);
+                            memcpy(gb + b * cout, go + (int64_t)oo[r0 + b] * cout, sizeof(float) * cout);
+                            if (gw) memcpy(xb + b * cin, x + (int64_t)ii[r0 + b] * cin, sizeof(float) * cin);
                         }
-                        memcpy(gb + b * cout, go + oo[r0 + b] * cout, sizeof(float) * cout);
-                        if (gw) memcpy(xb + b * cin, x + ii[r0 + b] * cin, sizeof(float) * cin);
-                    }
-                    if (gx)
-                        for (int64_t s0 = 0; s0 < nr; s0 += TR) {
-                            const int ns = (int)((nr - s0) < TR ? (nr - s0) : TR);
-                            const float *gr[TR];
-                            float *orow[TR];
-                            for (int r = 0; r < TR; ++r) {
-                                const int64_t rr = s0 + (r < ns ? r : 0);
-                                gr[r] = gb + rr * cout;
-                                orow[r] = gx + ii[r0 + rr] * cin;
+                        if (gx)
+                            for (int64_t s0 = 0; s0 < nr; s0 += TR) {
+                                const int ns = (int)((nr - s0) < TR ? (nr - s0) : TR);
+                                const float *gr[TR];
+                                float *orow[TR];
+                                for (int r = 0; r < TR; ++r) {
+                                    const int64_t rr = s0 + (r < ns ? r : 0);
+                                    gr[r] = gb + rr * cout;
+                                    orow[r] = gx + (int64_t)ii[r0 + rr] * cin;
+                                }
+                                rows_gemm_add(gr, orow, ns, wtj, cout, cin);
                             }
-                            rows_gemm_add(gr, orow, ns, wtj, cout, cin);
-                        }
-                    if (gw) wgrad_block(acc, xb, gb, nr, cin, cout);
+                        if (gw) wgrad_block(acc, xb, gb, nr, cin, cout);
+                    }
                 }
-            }
-            if (gw) {
-                float *gwj = gw + wk[j] * wsz;
+        }
+        if (gw) {
 #pragma omp for schedule(static)
-                for (int64_t e = 0; e < wsz; ++e) {
-                    float s = 0.0f;
-                    for (int64_t g = 0; g < ng; ++g) s += scratch[g * wsz + e];
-                    gwj[e] += s;
-                }
+            for (int64_t e = 0; e < nk * wsz; ++e) {
+                const int64_t j = e / wsz;
+                float s = 0.0f;
+                for (int64_t g = 0; g < ngroups; ++g) s += scratch[g * nk * wsz + e];
+                gw[wk[j] * wsz + (e - j * wsz)] += s;
             }
         }
         free(xb);

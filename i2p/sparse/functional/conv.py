@@ -17,10 +17,13 @@ The i2p backend has three implementations of the same arithmetic (chosen per cal
 Per-offset GEMMs beat one big GEMM over a [N, K·Cin] neighbour table because only ~11 of 27
 neighbours are active, so the table multiplies zeros 60 % of the time.
 
-Mixed precision: under `torch.autocast` the conv computes in the autocast dtype (inputs and
-kernel cast once, as autocast does for `F.conv3d`), sums over offsets in float32 and returns the
-autocast dtype; the autograd function itself runs with autocast off, so no op inside it sees
-mixed dtypes.
+Mixed precision: under `torch.autocast` the conv casts inputs and kernel once to one compute
+dtype, sums over offsets in float32 and returns the autocast dtype; the autograd function itself
+runs with autocast off, so no op inside it sees mixed dtypes. The compute dtype is the autocast
+dtype on CUDA (tensor cores) and float32 on CPU (`CPU_AUTOCAST_COMPUTE`): measured on a Xeon with
+AVX-512-BF16, a 16k-voxel 64→64 conv forward + backward took 0.13 s in float32 with the compiled
+kernels against 0.4 s in bfloat16 through oneDNN, which also builds a new GEMM primitive for
+every new row count — seconds per training step while the shapes are new.
 """
 from __future__ import annotations
 
@@ -35,9 +38,11 @@ from ..kmap import KernelMap, build_kernel_map
 from ..tensor import IntOr3, SparseTensor, to_triple
 
 __all__ = ["conv3d", "sparse_matmul", "conv_forward", "conv_backward", "choose_impl", "force_impl", "IMPLS",
-           "PADDING_RULES", "autocast_dtype"]
+           "PADDING_RULES", "autocast_dtype", "CPU_AUTOCAST_COMPUTE"]
 
 IMPLS = ("native", "loop", "batched")
+#: compute dtype of the i2p backend under CPU autocast (None: the autocast dtype itself)
+CPU_AUTOCAST_COMPUTE: torch.dtype | None = torch.float32
 PADDING_RULES = ("floor", "padded")
 _forced: list[str] = []
 
@@ -150,9 +155,14 @@ def _forward_loop(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, gr
     return out
 
 
+_I32_ROWS = 2 ** 31 - 1
+
+
 def _forward_native(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, groups: int) -> torch.Tensor:
+    if max(kmap.n_in, kmap.n_out) >= _I32_ROWS:  # the kernels index rows with int32
+        return _forward_loop(feats, kernel, kmap, groups)
     out = _identity_out(feats, kernel, kmap, groups)
-    plan = kmap.pair_pointers()
+    plan = kmap.tiled_pairs(True)
     if plan.n:
         native.conv_forward(native.lib(), feats, kernel, out, plan)
     return out
@@ -223,8 +233,10 @@ def _backward_loop(feats, kernel, grad_out, kmap, groups, need_x, need_w):
 
 
 def _backward_native(feats, kernel, grad_out, kmap, groups, need_x, need_w):
+    if max(kmap.n_in, kmap.n_out) >= _I32_ROWS:
+        return _backward_loop(feats, kernel, grad_out, kmap, groups, need_x, need_w)
     grad_x, grad_w = _identity_grads(feats, kernel, grad_out, kmap, groups, need_x, need_w)
-    plan = kmap.pair_pointers()
+    plan = kmap.tiled_pairs(False)
     if plan.n:
         kt = kernel.transpose(1, 2).contiguous() if need_x else None
         native.conv_backward(native.lib(), feats, grad_out, kt, grad_x, grad_w, plan)
@@ -305,8 +317,9 @@ def sparse_matmul(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, gr
     impl = resolve(backend, feats.device, groups)
     dt = autocast_dtype(feats)
     if dt is not None and feats.is_floating_point():
+        cd = impl.compute_dtype(dt, feats.device)
         with torch.autocast(feats.device.type, enabled=False):
-            return impl.matmul(feats.to(dt), kernel.to(dt), kmap, groups)
+            return impl.matmul(feats.to(cd), kernel.to(cd), kmap, groups).to(dt)
     return impl.matmul(feats, kernel, kmap, groups)
 
 
