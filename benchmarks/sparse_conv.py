@@ -173,6 +173,13 @@ def make_inputs(channels: int, device: str = "cpu"):
 
 CASES = ("subm3", "down2", "up2")
 _DEVICE = "cpu"
+_AUTOCAST: torch.dtype | None = None  # --autocast: every engine's forward and backward under torch.autocast
+
+
+def _amp():
+    if _AUTOCAST is None:
+        return contextlib.nullcontext()
+    return torch.autocast(_DEVICE.split(":")[0], dtype=_AUTOCAST)
 
 
 def _sync() -> None:
@@ -280,9 +287,10 @@ class Ours:
     def step(self, inp, layer, grad: torch.Tensor | None):
         f = inp.feats.detach().requires_grad_(True)
         with self._ctx():
-            y = layer(inp.replace(f))
+            with _amp():
+                y = layer(inp.replace(f))
             if grad is not None:
-                y.feats.backward(grad)
+                y.feats.backward(grad.to(y.feats.dtype))
         return y.feats
 
 
@@ -334,9 +342,10 @@ class Spconv:
 
     def step(self, inp, layer, grad):
         f = inp.features.detach().requires_grad_(True)
-        y = layer(inp.replace_feature(f))
+        with _amp():
+            y = layer(inp.replace_feature(f))
         if grad is not None:
-            y.features.backward(grad)
+            y.features.backward(grad.to(y.features.dtype))
         return y.features
 
     def first_forward(self, case: str):
@@ -460,6 +469,8 @@ def main() -> None:
     ap.add_argument("--backends", nargs="*", default=[], choices=["spconv", "torchsparse"],
                     help="add the engine's convs run by these libraries")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"],
+                    help="time every engine under torch.autocast (Lightning's bf16-mixed / 16-mixed)")
     ap.add_argument("--json", default=None, help="also write the rows and the summary here")
     ap.add_argument("--emulate-avx2", action="store_true",
                     help="cap the compiled kernels, ATen and MKL at AVX2 (re-executes with " +
@@ -478,7 +489,9 @@ def main() -> None:
         path, engine, case, c, th = args.child_memory
         _child_memory(path, engine, case, int(c), int(th))
         return
+    global _AUTOCAST
     _DEVICE = args.device
+    _AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
     cuda = _DEVICE.startswith("cuda")
     reps = 3 if args.quick else args.reps
     widths = (64,) if args.quick else (32, 64, 128)
@@ -488,7 +501,8 @@ def main() -> None:
     backends = [b for b in args.backends if backend_available(b)]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}, device {_DEVICE}, "
-          f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}; i2p.sparse: {native.status()}; "
+          f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, autocast {args.autocast}; "
+          f"i2p.sparse: {native.status()}; "
           f"spconv {'yes' if use_sp else 'not importable'}; backends {backends or 'none'}; median of {reps} runs")
     torch.set_num_threads(args.threads)
     inputs = make_inputs(max(widths), _DEVICE)
@@ -527,7 +541,15 @@ def main() -> None:
                 ref_out, ref_pairs = None, None
                 for eng, th in engines:
                     torch.set_num_threads(th)
-                    r = bench_engine(eng, case, reps)
+                    try:
+                        r = bench_engine(eng, case, reps)
+                    except Exception as err:  # e.g. a library without this dtype: say so, go on
+                        torch.set_num_threads(args.threads)
+                        print(f"{name:8s} {case:6s} {c:4d} {eng.name:15s} {th:3d} failed: {type(err).__name__}: "
+                              f"{str(err)[:80]}", flush=True)
+                        rows.append(dict(cloud=name, case=case, c=c, engine=eng.name, th=th,
+                                         error=f"{type(err).__name__}: {err}"))
+                        continue
                     dense_th = dense_mm_gflops(c, reps)  # right now: the load of a shared box drifts
                     torch.set_num_threads(args.threads)
                     if eng is ours and ref_out is None:
@@ -556,13 +578,14 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"device": _DEVICE, "threads": args.threads, "native": native.status(),
                        "env": {k: os.environ.get(k) for k in list(AVX2_ENV) + ["OMP_WAIT_POLICY"]},
-                       "rows": rows, "summary": summary}, f, indent=1)
+                       "autocast": args.autocast, "rows": rows, "summary": summary}, f, indent=1)
 
 
 def _summary(rows: list[dict], threads: int) -> dict:
     """The issue's targets, and whether every other row beats correct (1-thread) spconv."""
     def pick(cloud, case, c, engine, th):
-        got = [r for r in rows if (r["cloud"], r["case"], r["c"], r["engine"], r["th"]) == (cloud, case, c, engine, th)]
+        got = [r for r in rows if (r["cloud"], r["case"], r["c"], r["engine"], r["th"]) == (cloud, case, c, engine, th)
+               and "error" not in r]
         return got[0] if got else None
 
     out: dict = {}
@@ -584,7 +607,7 @@ def _summary(rows: list[dict], threads: int) -> dict:
             print(f"  vs spconv 2 threads (races, spconv #679): {sp2['total'] / m['total']:.2f}x faster (goal >= 1.5x)")
     beats = []
     for r in rows:
-        if r["engine"] != "i2p" or r["th"] != threads:
+        if r["engine"] != "i2p" or r["th"] != threads or "error" in r:
             continue
         s = pick(r["cloud"], r["case"], r["c"], "spconv", 1)
         if s:

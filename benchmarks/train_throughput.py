@@ -75,7 +75,7 @@ def measure(regime: str, batches: list, num_classes: int, backbone: str, iters: 
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-            loss = float(loss_t)
+            loss = loss_t.item()
     bs = len(batches[0]["label"])
     median = sorted(times)[len(times) // 2]
     return {"regime": regime, "impl": impl, "precision": precision, "backend": backend, "device": device,

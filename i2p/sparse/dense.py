@@ -18,7 +18,8 @@ def to_dense(x: SparseTensor, spatial_shape: Sequence[int] | None = None,
     c = x.coords.to(torch.int64)
     st = torch.tensor(x.stride, dtype=torch.int64, device=c.device)
     if origin is None:
-        org = torch.zeros(3, dtype=torch.int64, device=c.device) if spatial_shape is not None else c[:, 1:].min(0).values
+        org = (torch.zeros(3, dtype=torch.int64, device=c.device) if spatial_shape is not None
+               else c[:, 1:].min(0).values)
     else:
         org = torch.as_tensor(origin, dtype=torch.int64, device=c.device).reshape(3)
     cell = torch.div(c[:, 1:] - org, st, rounding_mode="floor")

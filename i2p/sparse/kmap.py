@@ -109,8 +109,9 @@ class CoordIndex:
         return torch.where(hit, rows, torch.full_like(rows, -1))
 
     def query(self, coords: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Rows [K, M] of `coords [M, 4] + offsets[k]` (offsets [K, 3] keep the query inside the
-        margin box in box mode), -1 where absent.
+        """Rows [K, M] of `coords [M, 4] + offsets[k]`, -1 where absent.
+
+        In box mode the offsets [K, 3] must keep the queries inside the margin box.
         """
         if not self.hashed:
             return self.find(self.pack(coords)[None, :] + self.offset_keys(offsets)[:, None])
@@ -287,9 +288,10 @@ def _cell_pairs(cache: SparseCache, ts: Triple, conv_stride: Triple, kvol: int) 
 
 @dataclass
 class TiledPairs:
-    """One direction of a map for the native kernels: int32 index arrays per offset, sorted by the
-    row of the tiled side (outputs forward, inputs backward), and the table `seg [n, ntiles + 1]`
-    of where each tile of `TILE_ROWS` rows starts in each offset's pairs.
+    """One direction of a map for the native kernels (outputs tiled forward, inputs backward).
+
+    int32 index arrays per offset, sorted by the row of the tiled side, and the table
+    `seg [n, ntiles + 1]` of where each tile of `TILE_ROWS` rows starts in each offset's pairs.
 
     `in_ptrs[j]` / `out_ptrs[j]` are the arrays' addresses (offset `wk[j]`); `keep` holds them.
     """

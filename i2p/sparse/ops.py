@@ -1,5 +1,6 @@
-"""Feature-level operations on tensors sharing coordinates (UNet skip concatenation, sums), and the
-engine's one deterministic row scatter.
+"""Feature-level operations on tensors sharing coordinates, and the engine's deterministic scatter.
+
+`cat` (UNet skip concatenation) and `add` (residuals) need identical coordinates.
 
 Under autocast `add` / `cat` follow torch's type promotion (a bfloat16 branch plus a float32
 branch gives float32), so mixing precisions never raises and never silently loses bits.

@@ -39,8 +39,9 @@ class _SparseMaxFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        """Offset by offset: within one offset every input row occurs once, so no row is added to
-        twice by one scatter (deterministic without atomics' varying order).
+        """Scatter offset by offset: deterministic without atomics.
+
+        Within one offset every input row occurs once, so no row is added to twice by one scatter.
         """
         (arg,) = ctx.saved_tensors
         grad = grad_out.new_zeros(ctx.n_in, grad_out.shape[1])
@@ -94,8 +95,9 @@ def _batch_index(x: SparseTensor) -> torch.Tensor:
 
 
 def global_avg_pool(x: SparseTensor) -> torch.Tensor:
-    """Mean of each sample's voxel features → `[B, C]` (B = max batch index + 1), float32 sums for
-    half / bfloat16 features.
+    """Mean of each sample's voxel features → `[B, C]` (B = max batch index + 1).
+
+    Half / bfloat16 features are summed in float32 and the result is float32.
     """
     b = _batch_index(x)
     n = x.batch_size

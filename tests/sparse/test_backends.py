@@ -96,8 +96,9 @@ def test_grouped_conv_is_a_clear_error_and_set_backend_keeps_it_on_i2p(lib):
 
 @needs_spconv
 def test_spconv_cpu_is_pinned_to_one_thread():
-    """With torch at 2 threads the spconv backend still gives the exact i2p result (spconv's CPU
-    scatter races beyond one thread; the backend runs it at one and restores the setting).
+    """With torch at 2 threads the spconv backend still gives the exact i2p result.
+
+    spconv's CPU scatter races beyond one thread; the backend runs it at one and restores the setting.
     """
     n = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -114,8 +114,10 @@ def test_offset_order_pinned():
 
 
 def test_hand_computed_example():
-    """Two voxels at (0,0,0) and (1,0,0); kernel[k] = (k+1)·I. Voxel A sees B at offset (+1,0,0),
-    which is index 14 (x fastest: 13 is the centre); B sees A at (-1,0,0), index 12.
+    """Two voxels at (0,0,0) and (1,0,0); kernel[k] = (k+1)·I.
+
+    Voxel A sees B at offset (+1,0,0), which is index 14 (x fastest: 13 is the centre); B sees A at
+    (-1,0,0), index 12.
     """
     coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.int32)
     feats = torch.tensor([[1.0, 2.0], [10.0, 20.0]], dtype=torch.float64)
@@ -212,8 +214,9 @@ def test_negative_coordinates():
 
 @pytest.mark.parametrize("cin,cout,k,s", [(64, 64, 3, 1), (5, 70, 3, 1), (33, 128, 2, 2), (64, 16, 3, 2), (7, 3, 1, 1)])
 def test_native_kernels_match_pure_path(cin, cout, k, s):
-    """The compiled float32 path this machine picks equals the pure PyTorch path, fwd and bwd
-    (every variant separately: tests/sparse/test_native.py).
+    """The compiled float32 path this machine picks equals the pure PyTorch path, fwd and bwd.
+
+    Every variant separately: tests/sparse/test_native.py.
     """
     from i2p.sparse import native
     from i2p.sparse.functional.conv import force_impl

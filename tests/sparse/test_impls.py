@@ -1,5 +1,6 @@
-"""The i2p backend's three implementations agree, and the batched one (the CUDA default, run here on
-CPU tensors: same code path) launches a handful of ops per conv with no host sync once the map is cached.
+"""The i2p backend's three implementations agree; the batched one launches few ops and never syncs.
+
+The batched path is the CUDA default; run here on CPU tensors, it is the same code path.
 """
 import pytest
 import torch

@@ -1,5 +1,6 @@
-"""The compiled kernels: every instruction-set variant this machine can run against the pure path,
-the build cache's safety (hash-checked, atomic, opt-out), and the ARM64 variant under emulation.
+"""The compiled kernels: every ISA variant against the pure path, the build cache, ARM64 emulated.
+
+The cache's safety: hash-checked, atomic, one notice, opt-out.
 """
 import os
 import shutil
@@ -86,8 +87,10 @@ def test_status_names_the_real_reason(monkeypatch):
 
 
 def test_native_is_deterministic(two_threads):
-    """Same inputs, same bits: output rows are unique per offset and the weight gradient is summed
-    over a fixed number of row groups (a function of the pair count, not of the schedule).
+    """Same inputs, same bits.
+
+    Each output row belongs to one thread and the weight gradient is summed over groups of tiles fixed
+    by the shapes, not by the schedule.
     """
     if native.lib() is None:
         pytest.skip(native.status())

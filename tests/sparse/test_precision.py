@@ -46,8 +46,9 @@ def _step(model, x, labels, autocast: bool):
 @pytest.mark.parametrize("half", [False, True], ids=["cpu-policy", "bf16-compute"])
 @pytest.mark.parametrize("block,layers", [("basic", (1, 1, 1, 1)), ("bottleneck", (1, 1, 1, 1))])
 def test_bf16_autocast_training_step_matches_fp32(block, layers, half, monkeypatch):
-    """Forward, backward and an optimizer step of a whole SparseResNet under bf16 autocast: no dtype
-    error anywhere (submanifold, 1x1, strided and shortcut convs, BN, residual adds, pooling, head),
+    """Forward, backward and an optimizer step of a whole SparseResNet under bf16 autocast.
+
+    No dtype error anywhere (submanifold, 1x1, strided and shortcut convs, BN, residual adds, pooling, head),
     finite, and close to the float32 step. "Close" is judged against this tiny net's own
     sensitivity: rounding only its *input* to bf16 already moves the fp32 gradients by ~10 %, so the
     whole gradient must point the same way (cosine > 0.95) and each tensor stay within 50 %.
@@ -83,8 +84,10 @@ def test_bf16_autocast_training_step_matches_fp32(block, layers, half, monkeypat
 
 @pytest.fixture
 def half_on_cpu(monkeypatch):
-    """Compute in bf16 on CPU too (the engine computes in float32 under CPU autocast, in the autocast
-    dtype on CUDA): the half-precision arithmetic CUDA runs, checked here on CPU tensors."""
+    """Compute in bf16 on CPU too: the half-precision arithmetic CUDA runs, checked on CPU tensors.
+
+    (The engine computes in float32 under CPU autocast, in the autocast dtype on CUDA.)
+    """
     from i2p.sparse.functional import conv
     monkeypatch.setattr(conv, "CPU_AUTOCAST_COMPUTE", None)
 
@@ -92,8 +95,9 @@ def half_on_cpu(monkeypatch):
 @pytest.mark.parametrize("impl", ["loop", "batched"])
 @pytest.mark.parametrize("k,s", [(1, 1), (3, 1), (2, 2), (3, 2), (1, 2)])
 def test_autocast_conv_dtypes_and_accuracy(impl, k, s, half_on_cpu):
-    """Each conv under autocast computing in bf16: bf16 out, float32 parameter grads, close to float32
-    (both implementations that run half precision; the native kernels are float32 only).
+    """Each conv under autocast computing in bf16: bf16 out, float32 grads, close to float32.
+
+    Both implementations that run half precision; the native kernels are float32 only.
     """
     x = random_sparse(batch=2, size=8, channels=16, dtype=torch.float32, seed=k + s)
     conv = Conv3d(16, 16, k, stride=s, bias=True)

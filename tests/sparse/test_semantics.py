@@ -1,5 +1,7 @@
-"""Semantics a torchsparse / spconv user meets: the padded strided rule, devoxelize alignment,
-torchsparse 2.x kernel-1 checkpoints, coordinates that do not fit.
+"""Semantics a torchsparse / spconv user meets.
+
+The padded strided rule, devoxelize alignment, torchsparse 2.x kernel-1 checkpoints, coordinates
+that do not fit.
 """
 import pytest
 import torch
@@ -13,8 +15,10 @@ SIZE = 6
 
 @pytest.mark.parametrize("k", [3, 5])
 def test_padded_rule_is_spconv_strided_conv(k):
-    """padding_rule="padded": outputs wherever the dense conv (stride 2, padding (k-1)//2) has an input
-    in its window — on an unbounded grid, so the high edge is kept — with the dense values.
+    """padding_rule="padded" gives the dense strided conv's sites and values.
+
+    Outputs wherever the dense conv (stride 2, padding (k-1)//2) has an input in its window, on an
+    unbounded grid (both edges kept), with the dense values.
     """
     x = random_sparse(batch=2, size=SIZE, channels=3, seed=k)
     conv = Conv3d(3, 2, k, stride=2, padding_rule="padded").double()
@@ -59,8 +63,10 @@ def test_one_rule_per_level_and_transposed_return():
 
 
 def test_devoxelize_centre_and_corner():
-    """Voxels at x = 0 (features a) and x = 1 (b). A point at the centre of voxel 0 (x = 0.5) gets a
-    with the centre convention, (a + b) / 2 with SPVCNN's corner convention; at x = 1.0 the reverse.
+    """Voxels at x = 0 (features a) and x = 1 (b), hand-computed.
+
+    A point at the centre of voxel 0 (x = 0.5) gets a with the centre convention, (a + b) / 2 with
+    SPVCNN's corner convention; at x = 1.0 the reverse.
     """
     coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.int32)
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
@@ -78,8 +84,9 @@ def test_devoxelize_centre_and_corner():
 
 
 def test_devoxelize_corner_is_spvcnn_weights():
-    """The corner convention reproduces torchsparse's calc_ti_weights (re-derived here): weights
-    (pc - p)·... over the 8 cells floor(p) + {0, 1}³, missing cells dropped and renormalised.
+    """The corner convention reproduces torchsparse's calc_ti_weights (re-derived here).
+
+    Weights (pc - p)·... over the 8 cells floor(p) + {0, 1}³, missing cells dropped and renormalised.
     """
     x = random_sparse(batch=1, size=6, channels=2, seed=4, density=0.7)
     g = torch.Generator().manual_seed(0)
@@ -125,8 +132,9 @@ def test_sparse_quantize_refuses_coordinates_past_int32():
 
 
 def test_far_garbage_point_falls_back_to_a_hash_index():
-    """One point 2^30 voxels away on every axis (and a batch index) makes the packed box exceed
-    62 bits: the level is hashed, and every layer gives the results it gives without the point.
+    """A garbage point far away: the level is hashed, every layer unchanged for the other points.
+
+    One point 2^30 voxels away on every axis (and a batch index) makes the packed box exceed 62 bits.
     """
     x = random_sparse(batch=2, size=SIZE, channels=3, seed=8)
     far = torch.tensor([[1, 2 ** 30, 2 ** 30, -(2 ** 30)]], dtype=torch.int32)
