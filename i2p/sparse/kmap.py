@@ -302,6 +302,7 @@ class TiledPairs:
     n: int
     ntiles: int
     keep: list
+    pairs: int = 0
 
 
 # output rows per tile of the native kernels: 1024 rows of 64 floats (256 KB) stay in L2 while every
@@ -324,7 +325,8 @@ def _tiled_pairs(entries: list, by_out: bool, n_rows: int) -> TiledPairs:
         in_ptrs=torch.tensor([a[1].data_ptr() for a in arrays], dtype=torch.int64),
         out_ptrs=torch.tensor([a[2].data_ptr() for a in arrays], dtype=torch.int64),
         seg=(torch.stack(seg) if seg else torch.zeros(0, ntiles + 1, dtype=torch.int64)).to(torch.int64).contiguous(),
-        wk=torch.tensor([a[0] for a in arrays], dtype=torch.int64), n=len(arrays), ntiles=ntiles, keep=arrays)
+        wk=torch.tensor([a[0] for a in arrays], dtype=torch.int64), n=len(arrays), ntiles=ntiles, keep=arrays,
+        pairs=sum(a[1].numel() for a in arrays))
 
 
 @dataclass

@@ -250,6 +250,8 @@ def _load(path: Path, isa: str) -> NativeLib | None:
     cdll.conv_forward.restype = None
     cdll.conv_backward.argtypes = [p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, p, cint]
     cdll.conv_backward.restype = None
+    cdll.conv_wgrad.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, i64, cint]
+    cdll.conv_wgrad.restype = None
     return NativeLib(cdll, isa, path)
 
 
@@ -310,12 +312,18 @@ def usable(*tensors: torch.Tensor) -> bool:
 # at most this many float32 partial weight gradients (groups × offsets × cin × cout) in the backward
 SCRATCH_BYTES = 64 << 20
 MAX_GROUPS = 16
+# below this many tile groups the weight gradient is split by columns instead (conv_wgrad)
+MIN_GROUPS = 4
 
 
 def groups_for(plan, cin: int, cout: int) -> int:
-    """Tile groups of the weight-gradient sum: a function of the shapes only (never of the threads)."""
+    """Tile groups of the fused weight-gradient sum: a function of the shapes only (never of the threads).
+
+    Capped by memory (`SCRATCH_BYTES`) and by work: each group's partials cost `offsets·cin·cout`
+    adds, worth it only over at least 32 pairs per offset.
+    """
     per = max(1, plan.n * cin * cout * 4)
-    return max(1, min(MAX_GROUPS, plan.ntiles, SCRATCH_BYTES // per))
+    return max(1, min(MAX_GROUPS, plan.ntiles, SCRATCH_BYTES // per, plan.pairs // max(1, 32 * plan.n)))
 
 
 def conv_forward(lb: NativeLib, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, plan) -> None:
@@ -327,12 +335,25 @@ def conv_forward(lb: NativeLib, x: torch.Tensor, w: torch.Tensor, out: torch.Ten
 
 def conv_backward(lb: NativeLib, x: torch.Tensor, go: torch.Tensor, wt: torch.Tensor | None,
                   gx: torch.Tensor | None, gw: torch.Tensor | None, plan) -> None:
-    """In place over `plan` (`KernelMap.tiled_pairs(False)`): gw[k] += x[i]ᵀ go[o], gx[i] += go[o] @ wt[k]."""
+    """In place over `plan` (`KernelMap.tiled_pairs(False)`): gw[k] += x[i]ᵀ go[o], gx[i] += go[o] @ wt[k].
+
+    One fused pass with per-group partial weight gradients when there are pairs enough for
+    `MIN_GROUPS` groups; else (wide layers, few pairs) the input gradient alone, then the weight
+    gradient split by output columns. Either way the result does not depend on the threads.
+    """
     cin, cout = x.shape[1], go.shape[1]
+    th = torch.get_num_threads()
     ng = groups_for(plan, cin, cout)
-    scratch = x.new_empty(ng * plan.n * cin * cout) if gw is not None else None
-    lb.cdll.conv_backward(x.data_ptr(), go.data_ptr(), None if wt is None else wt.data_ptr(),
-                          None if gx is None else gx.data_ptr(), None if gw is None else gw.data_ptr(),
-                          plan.in_ptrs.data_ptr(), plan.out_ptrs.data_ptr(), plan.seg.data_ptr(),
-                          plan.wk.data_ptr(), plan.n, plan.ntiles, ng, cin, cout,
-                          None if scratch is None else scratch.data_ptr(), torch.get_num_threads())
+    split = gw is not None and ng < MIN_GROUPS
+    fused_gw = None if split else gw
+    if gx is not None or fused_gw is not None:
+        scratch = x.new_empty(ng * plan.n * cin * cout) if fused_gw is not None else None
+        lb.cdll.conv_backward(x.data_ptr(), go.data_ptr(), None if wt is None else wt.data_ptr(),
+                              None if gx is None else gx.data_ptr(), None if fused_gw is None else fused_gw.data_ptr(),
+                              plan.in_ptrs.data_ptr(), plan.out_ptrs.data_ptr(), plan.seg.data_ptr(),
+                              plan.wk.data_ptr(), plan.n, plan.ntiles, ng, cin, cout,
+                              None if scratch is None else scratch.data_ptr(), th)
+    if split:
+        lb.cdll.conv_wgrad(x.data_ptr(), go.data_ptr(), gw.data_ptr(), plan.in_ptrs.data_ptr(),
+                           plan.out_ptrs.data_ptr(), plan.seg.data_ptr(), plan.wk.data_ptr(), plan.n, plan.ntiles,
+                           cin, cout, th)

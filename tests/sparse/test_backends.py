@@ -154,6 +154,28 @@ def test_engine_default_reaches_modules_without_a_backend(monkeypatch):
 def test_naming_a_missing_library_says_how_to_install_it():
     with pytest.raises(ImportError, match="torchsparse is needed for backend='torchsparse'"):
         B.set_default_backend("torchsparse")
+    with pytest.raises(ImportError, match="torchsparse is needed"):
+        set_backend(nn.Sequential(Conv3d(2, 2)), "torchsparse")
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_library_backends_under_bf16_autocast(lib):
+    """Under bf16 autocast the libraries' convs compute in float32 and return bf16.
+
+    Neither library has bfloat16 (torchsparse's CPU ops are float32 only); the i2p engine on CPU
+    computes in float32 too.
+    """
+    x = random_sparse(batch=2, size=7, channels=6, dtype=torch.float32, seed=4)
+    net = nn.Sequential(Conv3d(6, 8, 3), BatchNorm(8), ReLU(), Conv3d(8, 4, 2, stride=2))
+    outs = []
+    for be in (lib, "i2p"):
+        set_backend(net, be)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(x)
+        assert y.dtype == torch.bfloat16
+        y.feats.float().sum().backward()
+        outs.append(y.feats.float().detach())
+    torch.testing.assert_close(outs[0], outs[1], rtol=2e-2, atol=2e-2)
 
 
 def test_checkpoints_do_not_depend_on_the_backend():

@@ -15,8 +15,11 @@ from i2p.sparse import Conv3d, native
 from i2p.sparse.functional import conv as fconv
 from tests.helpers.sparse import random_sparse
 
-CASES = [(64, 64, 3, 1, False), (5, 70, 3, 1, False), (33, 128, 2, 2, False), (64, 16, 3, 2, False),
-         (7, 3, 1, 1, False), (16, 40, 2, 2, True), (24, 8, 3, 2, True)]
+# (cin, cout, k, stride, transposed, grid size): the small grids take the column-split weight gradient,
+# the size-20 ones (over 4 tiles of 1024 rows) the fused pass with per-group partials
+CASES = [(64, 64, 3, 1, False, 8), (5, 70, 3, 1, False, 8), (33, 128, 2, 2, False, 8), (64, 16, 3, 2, False, 8),
+         (7, 3, 1, 1, False, 8), (16, 40, 2, 2, True, 8), (24, 8, 3, 2, True, 8), (16, 24, 3, 1, False, 20),
+         (16, 16, 3, 2, True, 20)]
 
 
 @pytest.fixture
@@ -43,13 +46,14 @@ def _run(conv, x, impl, lb=None):
     return y.feats.detach(), f.grad, conv.kernel.grad.clone()
 
 
-def _layer(cin, cout, k, s, transposed, seed):
-    x = random_sparse(batch=2, size=8, channels=cin, dtype=torch.float32, seed=seed)
+def _layer(cin, cout, k, s, transposed, seed, size=8):
+    x = random_sparse(batch=2, size=size, channels=cin, dtype=torch.float32, seed=seed, density=0.5 if size > 8 else 0.35)
     if transposed:  # come back up from the level a strided conv made
         x = Conv3d(cin, cin, 2, stride=2)(x).detach()
     return x, Conv3d(cin, cout, k, stride=s, transposed=transposed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isa", list(native.ISAS))
 def test_isa_variant_matches_pure_path(isa, two_threads):
     """Each variant (forced, whatever the CPU would pick) equals the pure loop, fwd and bwd."""
@@ -57,12 +61,17 @@ def test_isa_variant_matches_pure_path(isa, two_threads):
     if lb is None:
         pytest.skip(f"{isa}: {native.status(isa)}")
     assert lb.isa == isa
-    for i, (cin, cout, k, s, tr) in enumerate(CASES):
-        x, conv = _layer(cin, cout, k, s, tr, seed=i)
+    paths = set()
+    for i, (cin, cout, k, s, tr, size) in enumerate(CASES):
+        x, conv = _layer(cin, cout, k, s, tr, seed=i, size=size)
         got = _run(conv, x, "native", lb)
         ref = _run(conv, x, "loop")
         for a, b in zip(got, ref):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        kmap = [m for key, m in x.cache.kmaps.items() if key[1] == conv.kernel_size][0]
+        kmap = kmap.transposed() if tr else kmap
+        paths.add(native.groups_for(kmap.tiled_pairs(False), cin, cout) >= native.MIN_GROUPS)
+    assert paths == {True, False}  # both weight-gradient paths ran
 
 
 def test_default_variant_is_the_widest_the_cpu_has():

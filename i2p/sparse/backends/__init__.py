@@ -26,7 +26,7 @@ import torch
 from ...optional import require
 
 __all__ = ["BACKENDS", "Backend", "set_default_backend", "get_default_backend", "backend_available",
-           "resolve_name", "resolve", "check_backend"]
+           "resolve_name", "resolve", "check_backend", "require_backend"]
 
 BACKENDS = ("auto", "i2p", "spconv", "torchsparse")
 _IMPORT = {"spconv": "spconv.pytorch.ops", "torchsparse": "torchsparse.backend"}
@@ -67,6 +67,12 @@ def backend_available(name: str) -> bool:
     return _available[name]
 
 
+def require_backend(name: str) -> None:
+    """ImportError with the install hint unless library backend `name` imports."""
+    if name in _IMPORT:
+        require(_IMPORT[name], f"backend={name!r}")
+
+
 def set_default_backend(name: str | None) -> None:
     """The engine-wide backend for convs whose `backend` is None (None: back to env / `auto`).
 
@@ -75,8 +81,8 @@ def set_default_backend(name: str | None) -> None:
     """
     global _default
     name = check_backend(name)
-    if name in _IMPORT:
-        require(_IMPORT[name], f"backend={name!r}")
+    if name is not None:
+        require_backend(name)
     _default = name
 
 

@@ -19,6 +19,8 @@
  * the input rows the same way (pairs sorted by input row) and computes both gradients in that one
  * pass; the weight gradient is summed per fixed group of tiles (a function of the shapes, not of
  * the threads) and the groups are added in order: bit-identical run to run and for any thread count.
+ * Wide layers with few pairs (too few for several groups' partials to pay) get their weight gradient
+ * from conv_wgrad instead, split by output columns: each column block summed by one thread.
  * Index arrays are int32 (the Python side refuses maps with 2^31 rows or more).
  */
 #include <stdint.h>
@@ -232,6 +234,58 @@ DEFINE_WTILE(wtile_one1, 1, 1)
         for (; c0 < cin; ++c0) ONE(acc, xb, gb, nr, cin, cout, c0, j0);                           \
     }
 
+/* acc[c, 0:w] (leading dimension lda) += xb[nr, cin]^T gb[nr, w] */
+#define DEFINE_WPANEL(NAME, Q, CC)                                                                \
+    static inline void NAME(float *acc, const float *xb, const float *gb, int64_t nr, int64_t cin,  \
+                            int64_t w, int64_t lda, int64_t c0, int64_t j0) {                       \
+        vf a[CC][Q];                                                                              \
+        for (int cc = 0; cc < CC; ++cc)                                                           \
+            for (int q = 0; q < Q; ++q) a[cc][q] = VLOAD(acc + (c0 + cc) * lda + j0 + VL * q);    \
+        for (int64_t b = 0; b < nr; ++b) {                                                        \
+            const float *g = gb + b * w + j0;                                                     \
+            vf gv[Q];                                                                             \
+            for (int q = 0; q < Q; ++q) gv[q] = VLOAD(g + VL * q);                                \
+            for (int cc = 0; cc < CC; ++cc) {                                                     \
+                const vf xv = VSET1(xb[b * cin + c0 + cc]);                                       \
+                for (int q = 0; q < Q; ++q) a[cc][q] = VFMA(xv, gv[q], a[cc][q]);                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int cc = 0; cc < CC; ++cc)                                                           \
+            for (int q = 0; q < Q; ++q) VSTORE(acc + (c0 + cc) * lda + j0 + VL * q, a[cc][q]);    \
+    }
+DEFINE_WPANEL(wpanel_main, TQ, TR)
+DEFINE_WPANEL(wpanel_main1, TQ, 1)
+#if TQ >= 2
+DEFINE_WPANEL(wpanel_one, 1, TR)
+DEFINE_WPANEL(wpanel_one1, 1, 1)
+#endif
+
+static inline void wgrad_panel(float *acc, const float *xb, const float *gb, int64_t nr, int64_t cin, int64_t w,
+                               int64_t lda) {
+    int64_t j0 = 0;
+    for (; j0 + TQ * VL <= w; j0 += TQ * VL) {
+        int64_t c0 = 0;
+        for (; c0 + TR <= cin; c0 += TR) wpanel_main(acc, xb, gb, nr, cin, w, lda, c0, j0);
+        for (; c0 < cin; ++c0) wpanel_main1(acc, xb, gb, nr, cin, w, lda, c0, j0);
+    }
+#if TQ >= 2
+    for (; j0 + VL <= w; j0 += VL) {
+        int64_t c0 = 0;
+        for (; c0 + TR <= cin; c0 += TR) wpanel_one(acc, xb, gb, nr, cin, w, lda, c0, j0);
+        for (; c0 < cin; ++c0) wpanel_one1(acc, xb, gb, nr, cin, w, lda, c0, j0);
+    }
+#endif
+    if (j0 < w)
+        for (int64_t c = 0; c < cin; ++c) {
+            float *a = acc + c * lda;
+            for (int64_t b = 0; b < nr; ++b) {
+                const float xv = xb[b * cin + c];
+                const float *g = gb + b * w;
+                for (int64_t j = j0; j < w; ++j) a[j] += xv * g[j];
+            }
+        }
+}
+
 /* acc[cin, cout] += xb[nr, cin]^T gb[nr, cout] */
 static inline void wgrad_block(float *acc, const float *xb, const float *gb, int64_t nr, int64_t cin,
                                int64_t cout) {
@@ -317,6 +371,42 @@ void conv_backward(const float *restrict x, const float *restrict go, const floa
                 gw[wk[j] * wsz + (e - j * wsz)] += s;
             }
         }
+        free(xb);
+        free(gb);
+    }
+}
+
+/* gw[wk[j]][:, cols] += x[i]^T go[o][:, cols] with each column block of every offset summed by one
+ * thread over all the offset's pairs, in order: no partial sums, no scratch, no reduction, and
+ * the same bits for any thread count. For wide layers with few pairs (the deep stages), where the
+ * per-group partials of conv_backward would cost more memory traffic than the arithmetic.
+ * Pairs as conv_backward's (sorted by input row); seg's last column holds each offset's count. */
+#define WCB (2 * TQ * VL) /* columns per block */
+void conv_wgrad(const float *restrict x, const float *restrict go, float *restrict gw, const int64_t *in_ptrs,
+                const int64_t *out_ptrs, const int64_t *seg, const int64_t *wk, int64_t nk, int64_t ntiles,
+                int64_t cin, int64_t cout, int nthreads) {
+    if (nthreads < 1) nthreads = 1;
+    const int64_t nb = (cout + WCB - 1) / WCB;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *xb = (float *)malloc(sizeof(float) * WB * cin);
+        float *gb = (float *)malloc(sizeof(float) * WB * WCB);
+#pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int64_t j = 0; j < nk; ++j)
+            for (int64_t blk = 0; blk < nb; ++blk) {
+                const int64_t n = seg[j * (ntiles + 1) + ntiles];
+                const int32_t *ii = PTR(in_ptrs, j), *oo = PTR(out_ptrs, j);
+                const int64_t j0 = blk * WCB, w = (cout - j0) < WCB ? (cout - j0) : WCB;
+                float *acc = gw + wk[j] * cin * cout + j0;
+                for (int64_t r0 = 0; r0 < n; r0 += WB) {
+                    const int64_t nr = (n - r0) < WB ? (n - r0) : WB;
+                    for (int64_t b = 0; b < nr; ++b) {
+                        memcpy(xb + b * cin, x + (int64_t)ii[r0 + b] * cin, sizeof(float) * cin);
+                        memcpy(gb + b * w, go + (int64_t)oo[r0 + b] * cout + j0, sizeof(float) * w);
+                    }
+                    wgrad_panel(acc, xb, gb, nr, cin, w, cout); /* acc: leading dimension cout */
+                }
+            }
         free(xb);
         free(gb);
     }

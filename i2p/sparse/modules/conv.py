@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backends import check_backend
+from ..backends import check_backend, require_backend
 from ..functional.conv import PADDING_RULES, conv3d
 from ..tensor import IntOr3, SparseTensor, to_triple
 
@@ -89,9 +89,12 @@ def set_backend(module: nn.Module, backend: str | None) -> nn.Module:
     """Set `backend` on every `Conv3d` in `module` (None: back to the engine default); returns it.
 
     Grouped convs keep the i2p engine when the chosen library has no grouped convolution
-    (spconv, torchsparse), so a whole ResNeXt can be switched in one call.
+    (spconv, torchsparse), so a whole ResNeXt can be switched in one call. Naming a library that
+    is not installed raises ImportError with the install hint now, not at the first forward.
     """
     backend = check_backend(backend)
+    if backend in ("spconv", "torchsparse"):
+        require_backend(backend)
     for m in module.modules():
         if isinstance(m, Conv3d):
             m.backend = "i2p" if (m.groups != 1 and backend in ("spconv", "torchsparse")) else backend
