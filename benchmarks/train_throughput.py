@@ -6,7 +6,8 @@ Batches are collated once up front, so the figure is the model's forward + backw
 not data loading. FIP-IO still back-propagates through the frozen body to reach the new stem,
 so its saving is the weight gradients and optimizer update of the frozen layers.
 
-Side by side in one process (the machine's load drifts between runs): `--impls auto loop`
+Side by side in one process, the configurations taking turns step by step (the machine's load
+drifts between runs): `--impls auto loop`
 compares the engine as it runs here (compiled kernels where they load) with its pure PyTorch
 path (what `I2P_SPARSE_NATIVE=0` runs); `--precisions 32 bf16-mixed` adds autocast steps;
 `--backends i2p spconv` the libraries (CUDA: `--device cuda`).
@@ -38,49 +39,57 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(regime: str, batches: list, num_classes: int, backbone: str, iters: int, warmup: int,
-            impl: str = "auto", precision: str = "32", backend: str = "i2p", device: str = "cpu") -> dict:
-    """Median seconds per training step (forward, loss, backward, optimizer step)."""
-    from i2p.sparse import set_backend
-    from i2p.sparse.functional.conv import force_impl
-    from models import PointClassifier
+class Runner:
+    """One configuration (regime, impl, precision, backend): its own model and optimizer, timed step by step."""
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # io without pretrained weights: fine for timing
-        model = PointClassifier(backbone=backbone, num_classes=num_classes, regime=regime)
-    set_backend(model, backend)
-    model.to(device).train()
-    opt = model.configure_optimizers()["optimizer"]
-    dtype = PRECISIONS[precision]
-    scaler = torch.amp.GradScaler(device.split(":")[0]) if dtype == torch.float16 else None
-    times, loss = [], float("nan")
-    ctx = force_impl(impl) if impl != "auto" else contextlib.nullcontext()
-    with ctx:
-        for i in range(warmup + iters):
-            batch = batches[i % len(batches)]
-            x, label = batch["x"].to(device), batch["label"].to(device)
+    def __init__(self, regime: str, num_classes: int, backbone: str, impl: str = "auto", precision: str = "32",
+                 backend: str = "i2p", device: str = "cpu") -> None:
+        from i2p.sparse import set_backend
+        from models import PointClassifier
+
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # io without pretrained weights: fine for timing
+            self.model = PointClassifier(backbone=backbone, num_classes=num_classes, regime=regime)
+        set_backend(self.model, backend)
+        self.model.to(device).train()
+        self.opt = self.model.configure_optimizers()["optimizer"]
+        self.dtype = PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler(device.split(":")[0]) if self.dtype == torch.float16 else None
+        self.cfg = {"regime": regime, "impl": impl, "precision": precision, "backend": backend, "device": device,
+                    "trainable": self.model.regime_summary.trainable}
+        self.times: list[float] = []
+        self.loss = float("nan")
+
+    def step(self, batch: dict, record: bool) -> None:
+        from i2p.sparse.functional.conv import force_impl
+
+        device = self.cfg["device"]
+        x, label = batch["x"].to(device), batch["label"].to(device)
+        ctx = force_impl(self.cfg["impl"]) if self.cfg["impl"] != "auto" else contextlib.nullcontext()
+        with ctx:
             _sync(device)
             start = time.perf_counter()
-            with torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
-                _, logits = model.extract(x)
-                loss_t = torch.nn.functional.cross_entropy(logits.float(), label)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss_t).backward()
-                scaler.step(opt)
-                scaler.update()
+            amp = self.dtype is not None
+            with torch.autocast(device.split(":")[0], dtype=self.dtype or torch.float32, enabled=amp):
+                _, logits = self.model.extract(x)
+                loss = torch.nn.functional.cross_entropy(logits.float(), label)
+            self.opt.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
             else:
-                loss_t.backward()
-                opt.step()
+                loss.backward()
+                self.opt.step()
             _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-            loss = loss_t.item()
-    bs = len(batches[0]["label"])
-    median = sorted(times)[len(times) // 2]
-    return {"regime": regime, "impl": impl, "precision": precision, "backend": backend, "device": device,
-            "trainable": model.regime_summary.trainable, "s_per_step": median, "samples_per_s": bs / median,
-            "loss": loss}
+        if record:
+            self.times.append(time.perf_counter() - start)
+        self.loss = loss.item()
+
+    def result(self, batch_size: int) -> dict:
+        median = sorted(self.times)[len(self.times) // 2]
+        return dict(self.cfg, s_per_step=median, samples_per_s=batch_size / median, loss=self.loss)
 
 
 def main() -> None:
@@ -119,23 +128,36 @@ def main() -> None:
     print(f"{'regime':8} {'backend':12} {'impl':8} {'precision':10} {'trainable':>12} {'s/step':>8} {'samples/s':>10}")
     rows = []
     for regime in args.regimes:
+        # the configurations of one regime take turns step by step, so a drifting machine load hits
+        # them alike (a shared machine's load changes within seconds)
+        runners = []
         for backend in args.backends:
             if not backend_available(backend):
                 print(f"{regime:8} {backend:12} skipped: {backend} is not installed")
                 continue
             for impl in (args.impls if backend == "i2p" else ["auto"]):
                 for prec in args.precisions:
-                    try:
-                        r = measure(regime, batches, dm.num_classes, args.backbone, args.iters, args.warmup, impl,
-                                    prec, backend, args.device)
-                    except Exception as err:  # a backend without this precision: say so, go on
-                        print(f"{regime:8} {backend:12} {impl:8} {prec:10} failed: {type(err).__name__}: {err}")
-                        rows.append({"regime": regime, "backend": backend, "impl": impl, "precision": prec,
-                                     "error": f"{type(err).__name__}: {err}"})
-                        continue
-                    rows.append(r)
-                    print(f"{r['regime']:8} {backend:12} {impl:8} {prec:10} {r['trainable']:>12,} "
-                          f"{r['s_per_step']:>8.3f} {r['samples_per_s']:>10.1f}", flush=True)
+                    runners.append(Runner(regime, dm.num_classes, args.backbone, impl, prec, backend, args.device))
+        failed: dict[int, str] = {}
+        for i in range(args.warmup + args.iters):
+            for j, r in enumerate(runners):
+                if j in failed:
+                    continue
+                try:
+                    r.step(batches[i % len(batches)], record=i >= args.warmup)
+                except Exception as err:  # a backend without this precision: say so, go on
+                    failed[j] = f"{type(err).__name__}: {err}"
+        for j, r in enumerate(runners):
+            c = r.cfg
+            if j in failed:
+                print(f"{regime:8} {c['backend']:12} {c['impl']:8} {c['precision']:10} failed: {failed[j][:100]}")
+                rows.append(dict(c, error=failed[j]))
+                continue
+            res = r.result(len(batches[0]["label"]))
+            rows.append(res)
+            print(f"{regime:8} {c['backend']:12} {c['impl']:8} {c['precision']:10} {res['trainable']:>12,} "
+                  f"{res['s_per_step']:>8.3f} {res['samples_per_s']:>10.1f}", flush=True)
+        del runners
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"voxels_per_batch": voxels, "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
