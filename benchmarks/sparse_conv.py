@@ -460,9 +460,9 @@ AVX2_ENV = {"I2P_SPARSE_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE
 def main() -> None:
     global _DEVICE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=None, help="repetitions per figure (median; default 5, --quick 3)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="64 channels only, 3 repetitions")
+    ap.add_argument("--quick", action="store_true", help="64 channels only, 3 repetitions unless --reps")
     ap.add_argument("--no-spconv", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--compare-pure", action="store_true", help="add the pure PyTorch path (I2P_SPARSE_NATIVE=0)")
@@ -493,7 +493,7 @@ def main() -> None:
     _DEVICE = args.device
     _AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
     cuda = _DEVICE.startswith("cuda")
-    reps = 3 if args.quick else args.reps
+    reps = args.reps or (3 if args.quick else 5)
     widths = (64,) if args.quick else (32, 64, 128)
     use_sp = spconv_available() and not args.no_spconv
     tmp = os.path.join("/tmp", f"i2p_sparse_bench_{os.getpid()}.pt")

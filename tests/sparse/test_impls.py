@@ -92,3 +92,16 @@ def test_native_conv_is_one_call_per_direction():
     names = _ops_of_cached_conv("native")
     for bad in ("aten::_local_scalar_dense", "aten::nonzero", "aten::index_add_"):
         assert bad not in names
+
+
+def test_dispatch_by_device_width_and_groups():
+    from i2p.sparse.functional.conv import NATIVE_MAX_CHANNELS, choose_impl
+    f = torch.zeros(4, 64)
+    have = native.lib() is not None
+    assert choose_impl(f, torch.zeros(27, 64, 64), 1) == ("native" if have else "loop")
+    wide = NATIVE_MAX_CHANNELS * 2
+    assert choose_impl(torch.zeros(4, wide), torch.zeros(27, wide, wide), 1) == "loop"  # MKL wins there
+    assert choose_impl(f, torch.zeros(27, 32, 64), 2) == "loop"
+    assert choose_impl(f.double(), torch.zeros(27, 64, 64, dtype=torch.float64), 1) == "loop"
+    with force_impl("native"):  # forced: native wherever it applies at all
+        assert choose_impl(torch.zeros(4, wide), torch.zeros(27, wide, wide), 1) == ("native" if have else "loop")
