@@ -1,17 +1,30 @@
-"""Speed and memory of the `i2p.sparse` engine (and spconv side by side when importable).
+"""Speed and memory of the `i2p.sparse` engine, with its pure path and spconv side by side.
 
 Prints, for a procedurally generated room (about 150k voxels at 2.5 cm, surfaces with
 furniture) and ModelNet-sized batches (32 shapes × 2048 points, voxel 0.05 on unit-sphere
 shapes): kernel-map time, forward / backward ms of a submanifold 3×3×3 conv at 32/64/128
 channels, a 2×2×2 stride-2 down-sample and its transposed up-sample, effective GFLOP/s on the
 useful FLOPs (2·pairs·Cin·Cout forward, twice that backward), the ratio to dense `torch.mm`
-measured in the same run, and peak memory.
+measured right after the row, and peak memory. Engines, all in one process:
+- `i2p` — the engine as it runs here (compiled kernels on CPU where they load, the batched path
+  on CUDA); its kmap time includes building the tables that implementation uses;
+- `i2p-pure` (`--compare-pure`) — the pure PyTorch loop, what `I2P_SPARSE_NATIVE=0` runs (before);
+- `i2p/spconv`, `i2p/torchsparse` (`--backends`) — the engine's maps, that library's arithmetic;
+- `spconv` — spconv's own modules and maps, at 1 thread (correct) and 2 threads (races, #679).
 
-Usage: python benchmarks/sparse_conv.py [--reps 5] [--threads 2] [--quick] [--no-spconv] [--no-memory]
+`--emulate-avx2` re-runs the script with the compiled kernels, ATen and MKL all capped at AVX2
+(`I2P_SPARSE_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`): an AVX-512 machine
+standing in for an AVX2 one (same vector width; not the same cache or memory system).
+
+Usage: python benchmarks/sparse_conv.py [--reps 5] [--threads 2] [--quick] [--omp-passive] [--compare-pure]
+       [--emulate-avx2] [--no-spconv] [--no-memory] [--backends spconv torchsparse] [--device cuda]
+       [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
 import statistics
@@ -25,7 +38,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from i2p.sparse import Conv3d, SparseTensor, sparse_collate, sparse_quantize  # noqa: E402
+from i2p.sparse import Conv3d, SparseTensor, set_backend, sparse_collate, sparse_quantize  # noqa: E402
+from i2p.sparse.functional.conv import choose_impl, force_impl  # noqa: E402
 from i2p.sparse.kmap import build_kernel_map  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -90,7 +104,8 @@ def room_cloud(seed: int = 0, density: float = 4000.0, noise: float = 0.002) -> 
         t = [_sample_box(rng, (cx - w / 2, cy - d / 2, 0.72), (cx + w / 2, cy + d / 2, 0.76), density)]
         for sx in (-1, 1):
             for sy in (-1, 1):
-                t.append(_sample_cylinder(rng, (cx + sx * (w / 2 - 0.05), cy + sy * (d / 2 - 0.05), 0), 0.025, 0.72, density))
+                leg = (cx + sx * (w / 2 - 0.05), cy + sy * (d / 2 - 0.05), 0)
+                t.append(_sample_cylinder(rng, leg, 0.025, 0.72, density))
         parts.append(_rot_z(np.concatenate(t), a, np.array([cx, cy, 0])))
     for _ in range(5):  # chairs: seat, back, legs
         cx, cy, a = rng.uniform(0.4, W - 0.4), rng.uniform(0.4, D - 0.4), rng.uniform(0, 2 * math.pi)
@@ -136,8 +151,8 @@ def shape_cloud(rng: np.random.Generator, n: int = 2048) -> np.ndarray:
     return (p / np.linalg.norm(p, axis=1).max()).astype(np.float32)
 
 
-def make_inputs(channels: int):
-    """{name: (SparseTensor, description)} at `channels` input features."""
+def make_inputs(channels: int, device: str = "cpu"):
+    """{name: SparseTensor} at `channels` input features."""
     g = torch.Generator().manual_seed(0)
     out = {}
     pts = room_cloud()
@@ -150,13 +165,26 @@ def make_inputs(channels: int):
         c, _, _ = sparse_quantize(shape_cloud(rng), 0.05)
         samples.append((c, torch.randn(len(c), channels, generator=g)))
     out["modelnet"] = sparse_collate(samples)[0]
-    return out
+    return {k: v.to(device) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------
 # timing
 
 CASES = ("subm3", "down2", "up2")
+_DEVICE = "cpu"
+_AUTOCAST: torch.dtype | None = None  # --autocast: every engine's forward and backward under torch.autocast
+
+
+def _amp():
+    if _AUTOCAST is None:
+        return contextlib.nullcontext()
+    return torch.autocast(_DEVICE.split(":")[0], dtype=_AUTOCAST)
+
+
+def _sync() -> None:
+    if _DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _time(fn: Callable[[], object], reps: int, setup: Callable[[], object] | None = None) -> float:
@@ -164,47 +192,77 @@ def _time(fn: Callable[[], object], reps: int, setup: Callable[[], object] | Non
     if setup:
         setup()
     fn()
+    _sync()
     ts = []
     for _ in range(reps):
         if setup:
             setup()
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         ts.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(ts)
 
 
 def dense_mm_gflops(channels: int, reps: int) -> float:
-    a = torch.randn(65536, channels)
-    w = torch.randn(channels, channels)
+    a = torch.randn(65536, channels, device=_DEVICE)
+    w = torch.randn(channels, channels, device=_DEVICE)
     ms = _time(lambda: torch.mm(a, w), max(reps, 10))
     return 2 * 65536 * channels * channels / ms / 1e6
 
 
-class Ours:
-    name = "i2p.sparse"
+def _kernel(case: str):
+    return ((3, 3, 3), (1, 1, 1)) if case == "subm3" else ((2, 2, 2), (2, 2, 2))
 
-    def __init__(self, x: SparseTensor, channels: int) -> None:
+
+class Ours:
+    """The engine's Conv3d; `impl` None = what it picks here, `backend` the library doing the arithmetic."""
+
+    def __init__(self, x: SparseTensor, channels: int, name: str = "i2p", impl: str | None = None,
+                 backend: str = "i2p") -> None:
         torch.manual_seed(0)
-        self.x, self.c = x, channels
-        self.sub = Conv3d(channels, channels, 3)
-        self.down = Conv3d(channels, channels, 2, stride=2)
-        self.up = Conv3d(channels, channels, 2, stride=2, transposed=True)
+        self.x, self.c, self.name, self.impl, self.backend = x, channels, name, impl, backend
+        self.sub = Conv3d(channels, channels, 3).to(x.device)
+        self.down = Conv3d(channels, channels, 2, stride=2).to(x.device)
+        self.up = Conv3d(channels, channels, 2, stride=2, transposed=True).to(x.device)
+        for m in (self.sub, self.down, self.up):
+            set_backend(m, backend)
+
+    def _ctx(self):
+        return force_impl(self.impl) if self.impl else contextlib.nullcontext()
 
     def fresh(self) -> SparseTensor:
         """The input with an empty cache (so kernel maps are rebuilt)."""
         return SparseTensor(self.x.feats, self.x.coords)
 
+    def _plan(self, kmap) -> None:
+        """Build what the implementation derives from the map (counted as kernel-map time)."""
+        if self.backend != "i2p":
+            if self.backend == "spconv":
+                from i2p.sparse.backends.spconv_backend import spconv_pairs
+                spconv_pairs(kmap, self.x.device)
+            else:
+                from i2p.sparse.backends.torchsparse_backend import torchsparse_pairs
+                torchsparse_pairs(kmap, self.x.device)
+            return
+        with self._ctx():
+            impl = choose_impl(self.x.feats, self.sub.kernel, 1)
+        if impl == "native":
+            kmap.tiled_pairs(True)
+            kmap.tiled_pairs(False)
+        elif impl == "batched":
+            kmap.batched_plan(self.x.device)
+
     def kmap(self, case: str) -> None:
         x = self.fresh()
-        if case == "subm3":
-            build_kernel_map(x.cache, x.stride, (3, 3, 3), (1, 1, 1), (1, 1, 1))
-        elif case == "down2":
-            build_kernel_map(x.cache, x.stride, (2, 2, 2), (2, 2, 2), (1, 1, 1))
-        else:  # the up-sample's map is the cached down-sample map, transposed (as spconv's indice_key)
-            down = self.down_maps.pop() if getattr(self, "down_maps", None) else \
-                build_kernel_map(x.cache, x.stride, (2, 2, 2), (2, 2, 2), (1, 1, 1))[0]
-            down.transposed()
+        if case == "up2":  # the up-sample's map is the cached down-sample map, transposed (as spconv's indice_key)
+            down = self.down_maps.pop()
+            self._plan(down.transposed())
+        else:
+            ks, st = _kernel(case)
+            self._plan(build_kernel_map(x.cache, x.stride, ks, st, (1, 1, 1))[0])
+        _sync()
 
     def kmap_setup(self, case: str) -> None:
         """Untimed preparation of `kmap(case)`: the up-sample needs a fresh down-sample map."""
@@ -215,21 +273,24 @@ class Ours:
     def prepare(self, case: str):
         """(input, layer, pairs) with the kernel map already cached."""
         x = self.fresh()
-        if case == "subm3":
-            inp, layer = x, self.sub
-        elif case == "down2":
-            inp, layer = x, self.down
-        else:
-            inp, layer = self.down(x).detach(), self.up
-        layer(inp)
+        with self._ctx():
+            if case == "subm3":
+                inp, layer = x, self.sub
+            elif case == "down2":
+                inp, layer = x, self.down
+            else:
+                inp, layer = self.down(x).detach(), self.up
+            layer(inp)
         key = [k for k in inp.cache.kmaps if k[1] == ((3,) * 3 if case == "subm3" else (2,) * 3)][0]
         return inp, layer, inp.cache.kmaps[key].num_pairs
 
     def step(self, inp, layer, grad: torch.Tensor | None):
         f = inp.feats.detach().requires_grad_(True)
-        y = layer(inp.replace(f))
-        if grad is not None:
-            y.feats.backward(grad)
+        with self._ctx():
+            with _amp():
+                y = layer(inp.replace(f))
+            if grad is not None:
+                y.feats.backward(grad.to(y.feats.dtype))
         return y.feats
 
 
@@ -238,12 +299,13 @@ class Spconv:
 
     def __init__(self, x: SparseTensor, channels: int, ours: Ours) -> None:
         import spconv.pytorch as sp
-        import spconv.pytorch.cppcore as cc
-        import spconv.pytorch.hash as hh
-        import spconv.pytorch.ops as ops
-        import spconv.pytorch.utils as uu
-        for m in (cc, ops, hh, uu):  # the CPU path needs no CUDA stream
-            m.get_current_stream = lambda: 0
+        if x.device.type == "cpu":
+            import spconv.pytorch.cppcore as cc
+            import spconv.pytorch.hash as hh
+            import spconv.pytorch.ops as ops
+            import spconv.pytorch.utils as uu
+            for m in (cc, ops, hh, uu):  # the CPU path needs no CUDA stream
+                m.get_current_stream = lambda: 0
         self.sp = sp
         c = x.coords.clone()
         # spconv needs non-negative indices: shift by a multiple of 8 so down-sampling cells agree
@@ -252,9 +314,10 @@ class Spconv:
         self.shape = (c[:, 1:].max(0).values + 2).tolist()
         self.batch = x.batch_size
         self.feats = x.feats
-        self.sub = sp.SubMConv3d(channels, channels, 3, bias=False, indice_key="s")
-        self.down = sp.SparseConv3d(channels, channels, 2, stride=2, bias=False, indice_key="d")
-        self.up = sp.SparseInverseConv3d(channels, channels, 2, bias=False, indice_key="d")
+        dev = x.device
+        self.sub = sp.SubMConv3d(channels, channels, 3, bias=False, indice_key="s").to(dev)
+        self.down = sp.SparseConv3d(channels, channels, 2, stride=2, bias=False, indice_key="d").to(dev)
+        self.up = sp.SparseInverseConv3d(channels, channels, 2, bias=False, indice_key="d").to(dev)
         with torch.no_grad():  # same weights as ours: spconv 2.x keeps [out, kx, ky, kz, in]
             for mine, theirs, k in ((ours.sub, self.sub, 3), (ours.down, self.down, 2), (ours.up, self.up, 2)):
                 w = mine.kernel.detach()
@@ -264,9 +327,6 @@ class Spconv:
 
     def fresh(self):
         return self.sp.SparseConvTensor(self.feats, self.indices, self.shape, self.batch)
-
-    def kmap(self, case: str) -> None:
-        raise NotImplementedError  # measured as first forward minus cached forward
 
     def prepare(self, case: str):
         x = self.fresh()
@@ -282,9 +342,10 @@ class Spconv:
 
     def step(self, inp, layer, grad):
         f = inp.features.detach().requires_grad_(True)
-        y = layer(inp.replace_feature(f))
+        with _amp():
+            y = layer(inp.replace_feature(f))
         if grad is not None:
-            y.features.backward(grad)
+            y.features.backward(grad.to(y.features.dtype))
         return y.features
 
     def first_forward(self, case: str):
@@ -337,8 +398,8 @@ def _child_memory(path: str, engine: str, case: str, channels: int, threads: int
     torch.set_num_threads(threads)
     data = torch.load(path)
     x = SparseTensor(data["feats"][:, :channels].contiguous(), data["coords"])
-    ours = Ours(x, channels)
-    eng = ours if engine == "ours" else Spconv(x, channels, ours)
+    ours = Ours(x, channels, impl="loop" if engine == "ours-pure" else None)
+    eng = Spconv(x, channels, ours) if engine == "spconv" else ours
     base = _rss_mb()
     peak = [base]
     done = threading.Event()
@@ -380,20 +441,40 @@ def spconv_available() -> bool:
         return False
 
 
-def _check_same(ours_y: torch.Tensor, sp_y: torch.Tensor, ours_inp, sp_inp, case: str) -> float:
-    """Max |ours − spconv| (rows matched by coordinates), to show both compute the same conv."""
-    if case == "down2":
-        return float("nan")  # output orders differ; subm3 and up2 (input order) are compared
-    return float((ours_y.detach() - sp_y.detach()).abs().max())
+def _diff(ref: torch.Tensor | None, out: torch.Tensor, case: str) -> float:
+    """Max |out − i2p out| (same weights; spconv's own down2 rows are ordered differently: nan)."""
+    if ref is None or ref.shape != out.shape:
+        return float("nan")
+    return float((ref.detach().float() - out.detach().float()).abs().max())
+
+
+def _reexec(env_update: dict[str, str], drop: tuple[str, ...]) -> None:
+    env = dict(os.environ, **env_update)
+    argv = [a for a in sys.argv[1:] if a not in drop]
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + argv, env)
+
+
+AVX2_ENV = {"I2P_SPARSE_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def main() -> None:
+    global _DEVICE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=None, help="repetitions per figure (median; default 5, --quick 3)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="64 channels only, 3 repetitions")
+    ap.add_argument("--quick", action="store_true", help="64 channels only, 3 repetitions unless --reps")
     ap.add_argument("--no-spconv", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--compare-pure", action="store_true", help="add the pure PyTorch path (I2P_SPARSE_NATIVE=0)")
+    ap.add_argument("--backends", nargs="*", default=[], choices=["spconv", "torchsparse"],
+                    help="add the engine's convs run by these libraries")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"],
+                    help="time every engine under torch.autocast (Lightning's bf16-mixed / 16-mixed)")
+    ap.add_argument("--json", default=None, help="also write the rows and the summary here")
+    ap.add_argument("--emulate-avx2", action="store_true",
+                    help="cap the compiled kernels, ATen and MKL at AVX2 (re-executes with " +
+                         " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + ")")
     ap.add_argument("--omp-passive", action="store_true",
                     help="re-run with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of "
                          "spinning): on a machine shared with other jobs, spinning threads of every "
@@ -401,92 +482,140 @@ def main() -> None:
     ap.add_argument("--child-memory", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.omp_passive and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+        _reexec({"OMP_WAIT_POLICY": "PASSIVE"}, ())
+    if args.emulate_avx2 and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        _reexec(AVX2_ENV, ())
     if args.child_memory:
         path, engine, case, c, th = args.child_memory
         _child_memory(path, engine, case, int(c), int(th))
         return
-    reps = 3 if args.quick else args.reps
+    global _AUTOCAST
+    _DEVICE = args.device
+    _AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
+    cuda = _DEVICE.startswith("cuda")
+    reps = args.reps or (3 if args.quick else 5)
     widths = (64,) if args.quick else (32, 64, 128)
     use_sp = spconv_available() and not args.no_spconv
     tmp = os.path.join("/tmp", f"i2p_sparse_bench_{os.getpid()}.pt")
-    from i2p.sparse import native
+    from i2p.sparse import backend_available, native
+    backends = [b for b in args.backends if backend_available(b)]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}; i2p.sparse compiled kernels: "
-          f"{'yes' if native.lib() is not None else 'no (pure PyTorch)'}; "
-          f"spconv {'yes' if use_sp else 'not importable'}; median of {reps} runs")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}, device {_DEVICE}, "
+          f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, autocast {args.autocast}; "
+          f"i2p.sparse: {native.status()}; "
+          f"spconv {'yes' if use_sp else 'not importable'}; backends {backends or 'none'}; median of {reps} runs")
     torch.set_num_threads(args.threads)
-    inputs = make_inputs(max(widths))
+    inputs = make_inputs(max(widths), _DEVICE)
     dense = {c: dense_mm_gflops(c, reps) for c in widths}
-    print("dense torch.mm [65536, C] x [C, C] at %d threads, at start: %s GFLOP/s" %
-          (args.threads, ", ".join(f"C={c}: {g:.0f}" for c, g in dense.items())))
+    print(f"dense torch.mm [65536, C] x [C, C] at {args.threads} threads, at start: "
+          + ", ".join(f"C={c}: {g:.0f}" for c, g in dense.items()) + " GFLOP/s")
     for name, x in inputs.items():
         km = build_kernel_map(SparseTensor(x.feats, x.coords).cache, (1, 1, 1), (3,) * 3, (1,) * 3, (1,) * 3)[0]
-        print(f"\n{name}: {len(x)} voxels, batch {x.batch_size}, {km.num_pairs / len(x):.2f} active neighbours "
+        print(f"{name}: {len(x)} voxels, batch {x.batch_size}, {km.num_pairs / len(x):.2f} active neighbours "
               "per voxel (3x3x3, centre included)")
-    header = (f"{'cloud':8s} {'case':6s} {'C':>4s} {'engine':10s} {'thr':>3s} {'kmap':>7s} {'fwd':>8s} {'bwd':>8s} "
+    header = (f"{'cloud':8s} {'case':6s} {'C':>4s} {'engine':15s} {'thr':>3s} {'kmap':>7s} {'fwd':>8s} {'bwd':>8s} "
               f"{'total':>8s} {'GF/s f':>7s} {'GF/s b':>7s} {'%dense':>6s} {'peakMB':>7s} {'|diff|':>8s}")
     print("\n(times in ms; total = kmap + fwd + bwd; GF/s on useful FLOPs 2*pairs*Cin*Cout fwd, twice that bwd;"
           "\n %dense = (fwd+bwd) GF/s over dense torch.mm GF/s, same threads and C, measured right after the row;"
-          "\n kmap of up2 = deriving its map from the cached down2 map (spconv: shared indice_key), ~0;"
+          "\n kmap of i2p = its map plus the tables its implementation builds from it; of up2 = deriving the"
+          "\n map from the cached down2 map (spconv: shared indice_key); spconv's = first forward - cached forward;"
           "\n peakMB = peak RSS growth over kmap+fwd+bwd in a fresh process, RSS sampled every 0.5 ms;"
-          "\n |diff| = max |output - i2p.sparse output|, same weights (down2 rows are ordered differently))")
+          "\n |diff| = max |output - i2p output|, same weights (spconv's own down2 rows are ordered differently))")
     print(header)
     print("-" * len(header))
     rows = []
+    threads_ours = [args.threads] + ([1] if args.threads != 1 and not cuda else [])
     for name, x0 in inputs.items():
         for c in widths:
             x = SparseTensor(x0.feats[:, :c].contiguous(), x0.coords)
             cases = CASES if c == 64 else ("subm3",)
             ours = Ours(x, c)
-            sp = Spconv(x, c, ours) if use_sp else None
+            engines = [(ours, th) for th in threads_ours]
+            if args.compare_pure:
+                engines += [(Ours(x, c, "i2p-pure", impl="loop"), th) for th in threads_ours]
+            engines += [(Ours(x, c, f"i2p/{b}", backend=b), args.threads) for b in backends]
+            if use_sp:
+                sp = Spconv(x, c, ours)
+                engines += [(sp, 1)] if cuda else [(sp, 1), (sp, 2)]
             for case in cases:
-                configs = [(ours, args.threads)]
-                if args.threads != 1:
-                    configs.append((ours, 1))
-                if sp is not None:
-                    configs += [(sp, 1), (sp, 2)]
-                ref_out = None
-                for eng, th in configs:
+                ref_out, ref_pairs = None, None
+                for eng, th in engines:
                     torch.set_num_threads(th)
-                    r = bench_engine(eng, case, reps)
+                    try:
+                        r = bench_engine(eng, case, reps)
+                    except Exception as err:  # e.g. a library without this dtype: say so, go on
+                        torch.set_num_threads(args.threads)
+                        print(f"{name:8s} {case:6s} {c:4d} {eng.name:15s} {th:3d} failed: {type(err).__name__}: "
+                              f"{str(err)[:80]}", flush=True)
+                        rows.append(dict(cloud=name, case=case, c=c, engine=eng.name, th=th,
+                                         error=f"{type(err).__name__}: {err}"))
+                        continue
+                    dense_th = dense_mm_gflops(c, reps)  # right now: the load of a shared box drifts
                     torch.set_num_threads(args.threads)
-                    pairs = r["pairs"] if r["pairs"] is not None else ours_pairs
-                    if eng is ours:
-                        ours_pairs = pairs
-                        ref_out = r["out"] if ref_out is None else ref_out
-                    diff = _check_same(ref_out, r["out"], None, None, case) if eng is not ours else 0.0
+                    if eng is ours and ref_out is None:
+                        ref_out, ref_pairs = r["out"], r["pairs"]
+                    pairs = r["pairs"] if r["pairs"] is not None else ref_pairs
                     gf_f = 2 * pairs * c * c / r["fwd"] / 1e6
                     gf_b = 4 * pairs * c * c / max(r["bwd"], 1e-9) / 1e6
                     gf_t = 6 * pairs * c * c / (r["fwd"] + r["bwd"]) / 1e6
-                    torch.set_num_threads(th)  # dense reference right now: the load of a shared box drifts
-                    dense_th = dense_mm_gflops(c, reps)
-                    torch.set_num_threads(args.threads)
                     mem = float("nan")
-                    if not args.no_memory and ((eng is ours and th == args.threads) or (eng is not ours and th == 1)):
-                        mem = peak_memory(x, "ours" if eng is ours else "spconv", case, c, th, tmp)
-                    row = dict(cloud=name, case=case, c=c, engine=eng.name, th=th, total=r["kmap"] + r["fwd"] + r["bwd"],
-                               **{k: r[k] for k in ("kmap", "fwd", "bwd")}, gf_f=gf_f, gf_b=gf_b,
-                               pct=100 * gf_t / dense_th, mem=mem, diff=diff)
+                    kind = {"i2p": "ours", "i2p-pure": "ours-pure", "spconv": "spconv"}.get(eng.name)
+                    if not args.no_memory and not cuda and kind and th == (args.threads if kind != "spconv" else 1):
+                        mem = peak_memory(x, kind, case, c, th, tmp)
+                    diff = 0.0 if eng is ours else (float("nan") if (eng.name == "spconv" and case == "down2")
+                                                    else _diff(ref_out, r["out"], case))
+                    row = dict(cloud=name, case=case, c=c, engine=eng.name, th=th,
+                               kmap=r["kmap"], fwd=r["fwd"], bwd=r["bwd"], total=r["kmap"] + r["fwd"] + r["bwd"],
+                               gf_f=gf_f, gf_b=gf_b, pct=100 * gf_t / dense_th, dense=dense_th, mem=mem, diff=diff)
                     rows.append(row)
-                    print(f"{name:8s} {case:6s} {c:4d} {eng.name:10s} {th:3d} {r['kmap']:7.1f} {r['fwd']:8.1f} "
+                    print(f"{name:8s} {case:6s} {c:4d} {eng.name:15s} {th:3d} {r['kmap']:7.1f} {r['fwd']:8.1f} "
                           f"{r['bwd']:8.1f} {row['total']:8.1f} {gf_f:7.1f} {gf_b:7.1f} {row['pct']:6.1f} "
                           f"{mem:7.1f} {diff:8.1e}", flush=True)
     if os.path.exists(tmp):
         os.remove(tmp)
-    target = [r for r in rows if r["cloud"] == "room" and r["case"] == "subm3" and r["c"] == 64]
-    mine = [r for r in target if r["engine"] == "i2p.sparse" and r["th"] == args.threads]
-    sp1 = [r for r in target if r["engine"] == "spconv" and r["th"] == 1]
-    sp2 = [r for r in target if r["engine"] == "spconv" and r["th"] == 2]
-    if mine:
-        m = mine[0]
-        print(f"\ntarget (room, SubMConv 3x3x3 64->64, fwd+bwd+kmap, {args.threads} threads): "
-              f"{m['total']:.0f} ms, {m['pct']:.0f}% of dense GEMM GFLOP/s (goal >= 40%)")
+    summary = _summary(rows, args.threads)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": _DEVICE, "threads": args.threads, "native": native.status(),
+                       "env": {k: os.environ.get(k) for k in list(AVX2_ENV) + ["OMP_WAIT_POLICY"]},
+                       "autocast": args.autocast, "rows": rows, "summary": summary}, f, indent=1)
+
+
+def _summary(rows: list[dict], threads: int) -> dict:
+    """The issue's targets, and whether every other row beats correct (1-thread) spconv."""
+    def pick(cloud, case, c, engine, th):
+        got = [r for r in rows if (r["cloud"], r["case"], r["c"], r["engine"], r["th"]) == (cloud, case, c, engine, th)
+               and "error" not in r]
+        return got[0] if got else None
+
+    out: dict = {}
+    m, sp1, sp2 = pick("room", "subm3", 64, "i2p", threads), pick("room", "subm3", 64, "spconv", 1), \
+        pick("room", "subm3", 64, "spconv", 2)
+    pure = pick("room", "subm3", 64, "i2p-pure", threads)
+    if m:
+        out["room_subm3_64"] = {"total_ms": m["total"], "pct_dense": m["pct"]}
+        print(f"\ntarget (room, SubMConv 3x3x3 64->64, fwd+bwd+kmap, {threads} threads): {m['total']:.0f} ms, "
+              f"{m['pct']:.0f}% of dense GEMM GFLOP/s (goal >= 60%)")
+        if pure:
+            out["room_subm3_64"]["vs_pure"] = pure["total"] / m["total"]
+            print(f"  vs the pure path (I2P_SPARSE_NATIVE=0): {pure['total'] / m['total']:.2f}x faster")
         if sp1:
-            print(f"  vs spconv 1 thread (correct): {sp1[0]['total'] / m['total']:.2f}x faster (goal >= 1.5x)")
+            out["room_subm3_64"]["vs_spconv1"] = sp1["total"] / m["total"]
+            print(f"  vs spconv 1 thread (correct): {sp1['total'] / m['total']:.2f}x faster (goal >= 2x)")
         if sp2:
-            print(f"  vs spconv 2 threads (reference; races, spconv #679): {sp2[0]['total'] / m['total']:.2f}x faster (goal > 1x)")
+            out["room_subm3_64"]["vs_spconv2"] = sp2["total"] / m["total"]
+            print(f"  vs spconv 2 threads (races, spconv #679): {sp2['total'] / m['total']:.2f}x faster (goal >= 1.5x)")
+    beats = []
+    for r in rows:
+        if r["engine"] != "i2p" or r["th"] != threads or "error" in r:
+            continue
+        s = pick(r["cloud"], r["case"], r["c"], "spconv", 1)
+        if s:
+            beats.append((f"{r['cloud']}/{r['case']}/{r['c']}", s["total"] / r["total"]))
+    if beats:
+        out["vs_spconv1_every_row"] = dict(beats)
+        print("  every row vs spconv 1 thread (goal > 1x): " + ", ".join(f"{k} {v:.2f}x" for k, v in beats))
+    return out
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """`to_dense`: a SparseTensor as a dense `[B, C, X, Y, Z]` grid (tests, visualisation)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from .tensor import SparseTensor
 
 
-def to_dense(x: SparseTensor, spatial_shape: Optional[Sequence[int]] = None,
-             origin: Optional[Sequence[int]] = None) -> torch.Tensor:
+def to_dense(x: SparseTensor, spatial_shape: Sequence[int] | None = None,
+             origin: Sequence[int] | None = None) -> torch.Tensor:
     """Scatter features into `[B, C, X, Y, Z]`, cell `(c - origin) / stride`; empty cells are 0.
 
     Default origin: `(0, 0, 0)` when `spatial_shape` is given, else the minimum coordinate; the
@@ -18,7 +18,8 @@ def to_dense(x: SparseTensor, spatial_shape: Optional[Sequence[int]] = None,
     c = x.coords.to(torch.int64)
     st = torch.tensor(x.stride, dtype=torch.int64, device=c.device)
     if origin is None:
-        org = torch.zeros(3, dtype=torch.int64, device=c.device) if spatial_shape is not None else c[:, 1:].min(0).values
+        org = (torch.zeros(3, dtype=torch.int64, device=c.device) if spatial_shape is not None
+               else c[:, 1:].min(0).values)
     else:
         org = torch.as_tensor(origin, dtype=torch.int64, device=c.device).reshape(3)
     cell = torch.div(c[:, 1:] - org, st, rounding_mode="floor")

@@ -1,15 +1,19 @@
-"""Sparse max pooling (over existing neighbours only) and per-sample global pooling."""
-from __future__ import annotations
+"""Sparse max pooling (over existing neighbours only) and per-sample global pooling.
 
-from typing import Sequence, Union
+All of it is deterministic on every device (no atomic scatter whose order varies); under
+autocast max pooling keeps the input dtype (a max is exact) and average pooling sums in float32
+and returns float32, as torch's autocast does for `avg_pool3d`.
+"""
+from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .kmap import build_kernel_map
-from .tensor import SparseTensor, to_triple
+from .ops import scatter_sum
+from .tensor import IntOr3, SparseTensor, to_triple
 
-IntOr3 = Union[int, Sequence[int]]
+__all__ = ["max_pool3d", "MaxPool3d", "global_avg_pool", "global_max_pool"]
 
 
 class _SparseMaxFunction(torch.autograd.Function):
@@ -20,13 +24,7 @@ class _SparseMaxFunction(torch.autograd.Function):
         n_out, c = kmap.n_out, feats.shape[1]
         out = feats.new_full((n_out, c), float("-inf"))
         arg = torch.full((n_out, c), -1, dtype=torch.int64, device=feats.device)
-        for p in kmap.pairs:
-            if p is None:
-                in_idx = out_idx = torch.arange(n_out, device=feats.device)
-            else:
-                in_idx, out_idx = p
-            if in_idx.numel() == 0:
-                continue
+        for in_idx, out_idx in _pairs(kmap, feats.device):
             cand = feats.index_select(0, in_idx)
             cur = out.index_select(0, out_idx)
             better = cand > cur
@@ -36,21 +34,34 @@ class _SparseMaxFunction(torch.autograd.Function):
         empty = arg < 0
         out = out.masked_fill(empty, 0)
         ctx.save_for_backward(arg)
-        ctx.n_in = feats.shape[0]
+        ctx.kmap, ctx.n_in = kmap, feats.shape[0]
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        """Scatter offset by offset: deterministic without atomics.
+
+        Within one offset every input row occurs once, so no row is added to twice by one scatter.
+        """
         (arg,) = ctx.saved_tensors
-        c = grad_out.shape[1]
-        grad = grad_out.new_zeros(ctx.n_in * c)
-        ok = arg >= 0
-        flat = (arg * c + torch.arange(c, device=arg.device))[ok]
-        grad.index_add_(0, flat, grad_out[ok])
-        return grad.view(ctx.n_in, c), None
+        grad = grad_out.new_zeros(ctx.n_in, grad_out.shape[1])
+        for in_idx, out_idx in _pairs(ctx.kmap, grad_out.device):
+            won = arg.index_select(0, out_idx) == in_idx[:, None]
+            grad.index_add_(0, in_idx, grad_out.index_select(0, out_idx) * won)
+        return grad, None
 
 
-def max_pool3d(x: SparseTensor, kernel_size: IntOr3 = 3, stride: IntOr3 = 1, dilation: IntOr3 = 1) -> SparseTensor:
+def _pairs(kmap, device):
+    for p in kmap.pairs:
+        if p is None:
+            idx = torch.arange(kmap.n_out, device=device)
+            yield idx, idx
+        elif p[0].numel():
+            yield p
+
+
+def max_pool3d(x: SparseTensor, kernel_size: IntOr3 = 3, stride: IntOr3 = 1, dilation: IntOr3 = 1,
+               padding_rule: str = "floor") -> SparseTensor:
     """Max over the existing inputs of each output's window; coordinates exactly as `conv3d`.
 
     An output with no input in its window (possible only when the window does not cover the
@@ -58,7 +69,7 @@ def max_pool3d(x: SparseTensor, kernel_size: IntOr3 = 3, stride: IntOr3 = 1, dil
     """
     ks, st, dl = to_triple(kernel_size, "kernel_size"), to_triple(stride, "stride"), to_triple(dilation, "dilation")
     x.cache.coords.setdefault(x.stride, x.coords)
-    kmap, out_coords, out_stride = build_kernel_map(x.cache, x.stride, ks, st, dl)
+    kmap, out_coords, out_stride = build_kernel_map(x.cache, x.stride, ks, st, dl, padding_rule)
     out = _SparseMaxFunction.apply(x.feats, kmap)
     return SparseTensor._derive(out, out_coords, out_stride, x.cache)
 
@@ -84,11 +95,15 @@ def _batch_index(x: SparseTensor) -> torch.Tensor:
 
 
 def global_avg_pool(x: SparseTensor) -> torch.Tensor:
-    """Mean of each sample's voxel features → `[B, C]` (B = max batch index + 1)."""
+    """Mean of each sample's voxel features → `[B, C]` (B = max batch index + 1).
+
+    Half / bfloat16 features are summed in float32 and the result is float32.
+    """
     b = _batch_index(x)
     n = x.batch_size
-    sums = x.feats.new_zeros(n, x.feats.shape[1]).index_add(0, b, x.feats)
-    counts = torch.bincount(b, minlength=n).clamp(min=1).to(x.feats.dtype)
+    f = x.feats.float() if x.feats.dtype in (torch.float16, torch.bfloat16) else x.feats
+    sums = scatter_sum(f, b, n)
+    counts = torch.bincount(b, minlength=n).clamp(min=1).to(f.dtype)
     return sums / counts[:, None]
 
 

@@ -1,24 +1,41 @@
 """Points → voxels (`sparse_quantize`) and samples → one batch (`sparse_collate`)."""
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .tensor import SparseTensor
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+__all__ = ["sparse_quantize", "sparse_collate", "ArrayLike"]
+
+ArrayLike = np.ndarray | torch.Tensor
+_I32 = (-(2 ** 31), 2 ** 31 - 1)
 
 
-def sparse_quantize(points: ArrayLike, voxel_size: Union[float, Sequence[float]] = 1.0
+def _check_int32(pts: torch.Tensor, vs: torch.Tensor) -> None:
+    """ValueError naming the first point whose voxel index is not finite or not an int32."""
+    p64 = pts.to(torch.float64) / vs
+    bad = ~torch.isfinite(p64).all(1) | ((p64 < _I32[0]) | (p64 >= _I32[1] + 1)).any(1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        raise ValueError(f"point {i} = {pts[i].tolist()} gives voxel index {p64[i].floor().tolist()} at "
+                         f"voxel_size {vs.tolist()}: coordinates must be finite and within int32 "
+                         f"[{_I32[0]}, {_I32[1]}] (a stray point, or a voxel size in the wrong unit?); "
+                         f"{int(bad.sum())} such point(s)")
+
+
+def sparse_quantize(points: ArrayLike, voxel_size: float | Sequence[float] = 1.0
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Voxelize points as torchsparse 2.x: `coords = floor(points / voxel_size)`.
 
     No shift is applied, so negative coordinates are valid. Returns `(coords int32 [M, 3],
     index [M], inverse [P])`: `index[m]` is one representative point of voxel `m` (the first in
     input order) and `inverse[p]` the voxel of point `p`, so `coords[inverse] ==
-    floor(points / voxel_size)`. Voxels come out in lexicographic (x, y, z) order.
+    floor(points / voxel_size)`. Voxels come out in lexicographic (x, y, z) order. A point whose
+    voxel index is not finite or does not fit int32 raises ValueError naming it (index and value)
+    instead of wrapping around.
     """
     pts = torch.as_tensor(points)
     if pts.dim() != 2 or pts.shape[1] != 3:
@@ -28,6 +45,7 @@ def sparse_quantize(points: ArrayLike, voxel_size: Union[float, Sequence[float]]
     vs = torch.as_tensor(voxel_size, dtype=torch.float64, device=pts.device).reshape(-1)
     if vs.numel() not in (1, 3) or bool(torch.any(vs <= 0)):
         raise ValueError(f"voxel_size must be a positive float or 3 positive floats, got {voxel_size!r}")
+    _check_int32(pts, vs)
     grid = torch.floor(pts.to(torch.float64) / vs).to(torch.int64)
     # 1-D unique on packed keys is much faster than unique(dim=0); same lexicographic order
     lo = grid.min(0).values

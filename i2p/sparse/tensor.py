@@ -7,14 +7,19 @@ are built once per level and reused by every layer there.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-StrideLike = Union[int, Sequence[int]]
+__all__ = ["IntOr3", "Triple", "to_triple", "SparseCache", "SparseTensor"]
+
+#: the engine's one "int or (x, y, z)" type: kernel sizes, strides, dilations, tensor strides
+IntOr3 = int | Sequence[int]
+Triple = tuple[int, int, int]
 
 
-def to_triple(value: StrideLike, name: str) -> tuple[int, int, int]:
+def to_triple(value: IntOr3, name: str) -> tuple[int, int, int]:
     """An int or a 3-sequence of positive ints as a 3-tuple; ValueError naming `name` otherwise."""
     if isinstance(value, torch.Tensor):
         value = value.tolist()
@@ -45,6 +50,7 @@ class SparseCache:
         self.coords: dict[tuple[int, int, int], torch.Tensor] = {}
         self.kmaps: dict[tuple, Any] = {}
         self.indices: dict[tuple, Any] = {}
+        self.rules: dict[tuple[int, int, int], str] = {}  # padding rule that made each strided level
         self.batch_size: int | None = None
 
 
@@ -57,7 +63,7 @@ class SparseTensor:
 
     __slots__ = ("feats", "coords", "stride", "cache")
 
-    def __init__(self, feats: torch.Tensor, coords: torch.Tensor, stride: StrideLike = 1,
+    def __init__(self, feats: torch.Tensor, coords: torch.Tensor, stride: IntOr3 = 1,
                  cache: SparseCache | None = None) -> None:
         if not isinstance(coords, torch.Tensor):
             raise ValueError(f"coords must be a torch.Tensor, got {type(coords).__name__}")
@@ -91,7 +97,7 @@ class SparseTensor:
 
     @classmethod
     def _derive(cls, feats: torch.Tensor, coords: torch.Tensor, stride: tuple[int, int, int],
-                cache: SparseCache) -> "SparseTensor":
+                cache: SparseCache) -> SparseTensor:
         """Fast constructor for engine outputs: no validation, shares the cache."""
         out = cls.__new__(cls)
         out.feats = feats
@@ -100,7 +106,7 @@ class SparseTensor:
         out.cache = cache
         return out
 
-    def replace(self, feats: torch.Tensor) -> "SparseTensor":
+    def replace(self, feats: torch.Tensor) -> SparseTensor:
         """Same coordinates, stride and shared cache, new features (rows must match)."""
         if feats.dim() != 2 or feats.shape[0] != self.coords.shape[0]:
             raise ValueError(f"feats must have shape [{self.coords.shape[0]}, C], got {tuple(feats.shape)}")
@@ -130,7 +136,7 @@ class SparseTensor:
     def dtype(self) -> torch.dtype:
         return self.feats.dtype
 
-    def to(self, *args: Any, **kwargs: Any) -> "SparseTensor":
+    def to(self, *args: Any, **kwargs: Any) -> SparseTensor:
         """Like `Tensor.to` for the features; coordinates follow the device (cache too)."""
         feats = self.feats.to(*args, **kwargs)
         if feats.device == self.coords.device:
@@ -141,13 +147,13 @@ class SparseTensor:
         cache.coords[self.stride] = coords
         return SparseTensor._derive(feats, coords, self.stride, cache)
 
-    def cpu(self) -> "SparseTensor":
+    def cpu(self) -> SparseTensor:
         return self.to("cpu")
 
-    def cuda(self, device: Any = None) -> "SparseTensor":
+    def cuda(self, device: Any = None) -> SparseTensor:
         return self.to(torch.device("cuda") if device is None else device)
 
-    def detach(self) -> "SparseTensor":
+    def detach(self) -> SparseTensor:
         return self.replace(self.feats.detach())
 
     def __repr__(self) -> str:

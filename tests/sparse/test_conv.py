@@ -114,8 +114,10 @@ def test_offset_order_pinned():
 
 
 def test_hand_computed_example():
-    """Two voxels at (0,0,0) and (1,0,0); kernel[k] = (k+1)·I. Voxel A sees B at offset (+1,0,0),
-    which is index 14 (x fastest: 13 is the centre); B sees A at (-1,0,0), index 12.
+    """Two voxels at (0,0,0) and (1,0,0); kernel[k] = (k+1)·I.
+
+    Voxel A sees B at offset (+1,0,0), which is index 14 (x fastest: 13 is the centre); B sees A at
+    (-1,0,0), index 12.
     """
     coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.int32)
     feats = torch.tensor([[1.0, 2.0], [10.0, 20.0]], dtype=torch.float64)
@@ -211,21 +213,41 @@ def test_negative_coordinates():
 
 
 @pytest.mark.parametrize("cin,cout,k,s", [(64, 64, 3, 1), (5, 70, 3, 1), (33, 128, 2, 2), (64, 16, 3, 2), (7, 3, 1, 1)])
-def test_native_kernels_match_pure_path(cin, cout, k, s, monkeypatch):
-    """The compiled float32 path (when it builds here) equals the pure PyTorch path, fwd and bwd."""
+def test_native_kernels_match_pure_path(cin, cout, k, s):
+    """The compiled float32 path this machine picks equals the pure PyTorch path, fwd and bwd.
+
+    Every variant separately: tests/sparse/test_native.py.
+    """
     from i2p.sparse import native
+    from i2p.sparse.functional.conv import force_impl
     if native.lib() is None:
-        pytest.skip("no C compiler / OpenMP: the engine runs its pure path")
+        pytest.skip(f"no compiled kernels here: {native.status()}")
     x = random_sparse(batch=2, size=8, channels=cin, dtype=torch.float32, seed=cin + k)
     conv = Conv3d(cin, cout, k, stride=s)
     results = []
-    for enabled in (True, False):
-        monkeypatch.setattr(native, "usable", (lambda *t: native.lib() is not None and all(
-            a.dtype == torch.float32 and a.is_contiguous() for a in t)) if enabled else (lambda *t: False))
-        f = x.feats.clone().requires_grad_(True)
-        conv.kernel.grad = None
-        y = conv(x.replace(f))
-        (y.feats * torch.linspace(-1, 1, y.feats.numel()).view_as(y.feats)).sum().backward()
+    for impl in ("native", "loop"):
+        with force_impl(impl):
+            f = x.feats.clone().requires_grad_(True)
+            conv.kernel.grad = None
+            y = conv(x.replace(f))
+            (y.feats * torch.linspace(-1, 1, y.feats.numel()).view_as(y.feats)).sum().backward()
         results.append((y.feats.detach(), f.grad, conv.kernel.grad.clone()))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [(2, 2, 2), (2, 1, 2), (1, 2, 2)])
+def test_cell_fast_path_equals_search(k, monkeypatch):
+    """Strided convs whose kernel is their stride cell skip the coordinate search; same map."""
+    import i2p.sparse.kmap as kmap_module
+    x = random_sparse(batch=2, size=SIZE, channels=3, seed=31)
+    conv = Conv3d(3, 2, k, stride=k).double()
+    calls = []
+    real = kmap_module._cell_pairs
+    monkeypatch.setattr(kmap_module, "_cell_pairs", lambda *a: calls.append(1) or real(*a))
+    fast = conv(x)
+    assert calls
+    monkeypatch.setattr(kmap_module, "_cell_pairs", lambda *a: None)
+    slow = conv(SparseTensor(x.feats, x.coords))
+    assert torch.equal(fast.coords, slow.coords)
+    torch.testing.assert_close(fast.feats, slow.feats)

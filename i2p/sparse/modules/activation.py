@@ -1,7 +1,8 @@
 """Elementwise modules on a SparseTensor's features (one generic wrapper, a few named ones)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

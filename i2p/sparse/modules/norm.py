@@ -12,7 +12,7 @@ same keys) that all-reduces the batch statistics with `torch.distributed` on any
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -58,7 +58,7 @@ class SyncBatchNorm(BatchNorm):
     process group of more than one rank, it is exactly `BatchNorm`.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, process_group: Any = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
@@ -102,7 +102,7 @@ class SyncBatchNorm(BatchNorm):
         return apply_to_feats(self._sync_forward, x)
 
     @classmethod
-    def from_batchnorm(cls, bn: _BatchNorm, process_group: Any = None) -> "SyncBatchNorm":
+    def from_batchnorm(cls, bn: _BatchNorm, process_group: Any = None) -> SyncBatchNorm:
         """A SyncBatchNorm sharing `bn`'s parameters and buffers."""
         out = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group)
         _share_state(bn, out)
