@@ -47,7 +47,8 @@ def _run(conv, x, impl, lb=None):
 
 
 def _layer(cin, cout, k, s, transposed, seed, size=8):
-    x = random_sparse(batch=2, size=size, channels=cin, dtype=torch.float32, seed=seed, density=0.5 if size > 8 else 0.35)
+    density = 0.5 if size > 8 else 0.35
+    x = random_sparse(batch=2, size=size, channels=cin, dtype=torch.float32, seed=seed, density=density)
     if transposed:  # come back up from the level a strided conv made
         x = Conv3d(cin, cin, 2, stride=2)(x).detach()
     return x, Conv3d(cin, cout, k, stride=s, transposed=transposed)
