@@ -164,3 +164,19 @@ def test_episodes_sweep_trains_on_each_folds_classes(tmp_path):
     assert "| ways | shots |" in table and "N-way K-shot episodes" in table
     cell = fewshot.aggregate(sw.load_results(sorted((out / "runs").iterdir())), ["all"])
     assert [(c["ways"], c["shots"], c["runs"]) for c in cell] == [(2, 1, 2)]
+
+
+def test_truncated_last_ckpt_is_set_aside(tmp_path):
+    import torch
+
+    good = tmp_path / "good" / "last.ckpt"
+    good.parent.mkdir()
+    torch.save({"epoch": 1, "state_dict": {"w": torch.zeros(1000)}}, good)
+    assert sw._resumable(good) == str(good)
+    bad = tmp_path / "bad" / "last.ckpt"
+    bad.parent.mkdir()
+    bad.write_bytes(good.read_bytes()[:-200])  # killed mid-write
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert sw._resumable(bad) is None
+    assert not bad.exists() and len(list(bad.parent.glob("last.ckpt.broken-*"))) == 1
+    assert sw._resumable(tmp_path / "none" / "last.ckpt") is None
