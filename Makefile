@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench results install clean
 
 $(STAMP): pyproject.toml
 	@echo ">> system library open3d needs (libusb-1.0-0)"
@@ -39,6 +39,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sparse_conv.py
+
+results: $(STAMP)
+	@echo ">> i2p report: docs/results.md from the sweep folders under runs/ (docs/experiments.md)"
+	$(VENV)/bin/i2p report
 
 clean:
 	rm -rf $(VENV) runs wandb lightning_logs

@@ -24,8 +24,9 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
 from .dataset import PointCloudDataset, collate_voxels, feature_channels, seed_worker
-from .subsets import few_shot_indices, fraction_indices
+from .subsets import Episode, episode_classes, episode_indices, few_shot_indices, fraction_indices
 from .transforms import Transform, build_transforms
+from .voting import vote_views
 
 __all__ = ["SPLITS", "VoxelDataModule"]
 
@@ -50,6 +51,13 @@ class VoxelDataModule(pl.LightningDataModule):
         few_shot: K training samples per class (seeded by ``few_shot_seed``, default ``seed``).
         train_fraction: keep this fraction of the training set (seeded; per class when
             ``stratified``, see ``subsets.fraction_indices``). Exclusive with ``few_shot``.
+        episode: an N-way K-shot episode (``subsets.Episode``, YAML ``{ways: 5, shots: 10, fold: 0}``):
+            every split keeps only the episode's classes, relabelled 0..N-1 (``num_classes`` = N),
+            training ``shots`` and evaluation ``queries`` per class, seeded by ``few_shot_seed``.
+            Exclusive with ``few_shot`` and ``train_fraction``.
+        vote_augmentation: the transforms of the extra test-time voting views (``vote_views``):
+            ``"vote"`` (per-axis scale U(0.9, 1.1)), ``"vote_rotate"`` (plus a rotation about the up
+            axis), another preset or a callable.
         seed: seeds subsets, the training shuffle and augmentation (per worker).
         drop_last: drop the last incomplete training batch; a last batch of one sample is always
             dropped because BatchNorm cannot train on it.
@@ -76,6 +84,8 @@ class VoxelDataModule(pl.LightningDataModule):
         few_shot_seed: int | None = None,
         train_fraction: float | None = None,
         stratified: bool = True,
+        episode: Episode | None = None,
+        vote_augmentation: str | Callable | None = "vote",
         seed: int = 0,
         drop_last: bool = False,
         pin_memory: bool | None = None,
@@ -84,14 +94,17 @@ class VoxelDataModule(pl.LightningDataModule):
         super().__init__()
         if voxel_size <= 0:
             raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
-        if few_shot is not None and train_fraction is not None:
-            raise ValueError("few_shot and train_fraction are exclusive: choose one")
+        episode = Episode.coerce(episode)
+        if sum(x is not None for x in (few_shot, train_fraction, episode)) > 1:
+            raise ValueError("few_shot, train_fraction and episode are exclusive: choose one")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.in_channels = feature_channels(features)  # validates features too
         self.voxel_size, self.num_points, self.features, self.normalize = voxel_size, num_points, features, normalize
         self.train_transform: Transform = build_transforms(augmentation, self.up_axis)
         self.eval_transform: Transform = build_transforms(eval_augmentation, self.up_axis)
+        self.vote_transform: Transform = build_transforms(vote_augmentation, self.up_axis)
+        self.episode = episode
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.drop_last = num_workers, drop_last
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -120,12 +133,35 @@ class VoxelDataModule(pl.LightningDataModule):
         return f"{type(self).__name__} sample {item!r}"
 
     # ------------------------------------------------------------------ derived attributes
-    @property
-    def num_classes(self) -> int:
-        """Number of classes, from the class table (known right after construction)."""
+    def _class_table(self) -> list[str]:
         if self.class_names is None:
             raise ValueError(f"{type(self).__name__} has no class_names: set the class attribute or pass class_names")
-        return len(self.class_names)
+        return list(self.class_names)
+
+    @property
+    def dataset_num_classes(self) -> int:
+        """Size of the data set's class table (what labels on disk index)."""
+        return len(self._class_table())
+
+    @property
+    def episode_classes(self) -> np.ndarray | None:
+        """The data set's class ids an episode keeps (sorted; label i is class ``episode_classes[i]``)."""
+        if self.episode is None:
+            return None
+        return episode_classes(self.dataset_num_classes, self.episode.ways, self.episode.fold, self.few_shot_seed)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the model predicts: the class table's, or an episode's ways (known
+        right after construction).
+        """
+        return self.dataset_num_classes if self.episode is None else self.episode.ways
+
+    @property
+    def target_names(self) -> list[str]:
+        """Names of the ``num_classes`` classes the model predicts, in label order."""
+        names = self._class_table()
+        return names if self.episode is None else [names[c] for c in self.episode_classes]
 
     # ------------------------------------------------------------------ items and subsets
     def items(self, split: str) -> list:
@@ -136,7 +172,11 @@ class VoxelDataModule(pl.LightningDataModule):
             items = list(self.list_samples(split))
             if not items:
                 raise ValueError(f"{type(self).__name__}: split '{split}' is empty")
-            if split == "train" and (self.few_shot is not None or self.train_fraction is not None):
+            if self.episode is not None:
+                labels = np.array([self.sample_label(it) for it in items])
+                keep = episode_indices(labels, self.episode, self.few_shot_seed, split, self.dataset_num_classes)
+                items = [items[i] for i in keep]
+            elif split == "train" and (self.few_shot is not None or self.train_fraction is not None):
                 labels = np.array([self.sample_label(it) for it in items])
                 if self.few_shot is not None:
                     keep = few_shot_indices(labels, self.few_shot, self.few_shot_seed)
@@ -155,7 +195,7 @@ class VoxelDataModule(pl.LightningDataModule):
         if key not in self._datasets:
             self._datasets[key] = PointCloudDataset(
                 self.items(split),
-                read=self.read_sample,
+                read=self.read_sample if self.episode is None else self._read_episode_sample,
                 describe=self.describe_sample,
                 transform=self.train_transform if train else self.eval_transform,
                 voxel_size=self.voxel_size,
@@ -167,6 +207,20 @@ class VoxelDataModule(pl.LightningDataModule):
                 seed=self.seed,
             )
         return self._datasets[key]
+
+    def _read_episode_sample(self, item: Any) -> dict:
+        """A sample with its label mapped to the episode's 0..N-1."""
+        sample = self.read_sample(item)
+        lookup = np.full(self.dataset_num_classes, -1, np.int64)
+        lookup[self.episode_classes] = np.arange(self.episode.ways)
+        return {**sample, "label": lookup[np.asarray(sample["label"], np.int64)]}
+
+    def vote_views(self, batch: dict, votes: int) -> list:
+        """The extra views of a test batch for test-time voting (view 0 is the batch itself):
+        views 1..votes-1 of each sample's points through ``vote_transform``, re-voxelised like
+        training data (``datamodules.voting``).
+        """
+        return vote_views(batch, votes, self.vote_transform, self.voxel_size, self.features, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a stage needs (each rank; data must already be on disk)."""

@@ -21,7 +21,7 @@ from .transforms import NormalizeUnitSphere, RandomSubsample, Transform, num_poi
 
 __all__ = [
     "FEATURE_CHANNELS", "parse_features", "feature_channels", "single_thread", "PointCloudDataset",
-    "collate_voxels", "seed_worker",
+    "voxelize_sample", "collate_voxels", "seed_worker",
 ]
 
 FEATURE_CHANNELS = {"xyz": 3, "ones": 1, "rgb": 3, "normal": 3}
@@ -135,33 +135,39 @@ class PointCloudDataset(Dataset):
         return sample
 
     def __getitem__(self, index: int) -> dict:
-        from i2p.sparse import sparse_quantize
+        return voxelize_sample(self.prepare(index), index, self.voxel_size, self.features,
+                               self.describe(self.items[index]))
 
-        sample = self.prepare(index)
-        pts = np.ascontiguousarray(sample["points"], dtype=np.float32)
-        feats = []
-        for part in self.features:
-            if part == "xyz":
-                feats.append(pts)
-            elif part == "ones":
-                feats.append(np.ones((len(pts), 1), np.float32))
-            else:
-                key = {"rgb": "colors", "normal": "normals"}[part]
-                if key not in sample:
-                    raise ValueError(f"{self.describe(self.items[index])}: features '{part}' need field '{key}', which "
-                                     f"the sample lacks")
-                feats.append(np.asarray(sample[key], np.float32))
-        point_feats = np.concatenate(feats, axis=1)
-        with single_thread():
-            coords, rep, inverse = sparse_quantize(torch.from_numpy(pts), self.voxel_size)
-            return {
-                "coords": coords,
-                "feats": torch.from_numpy(point_feats[rep.numpy()]),
-                "label": torch.as_tensor(sample["label"], dtype=torch.long),
-                "index": index,
-                "inverse": inverse.long(),
-                "points": torch.from_numpy(pts),
-            }
+
+def voxelize_sample(sample: dict, index: int, voxel_size: float, features: Sequence[str], where: str) -> dict:
+    """A prepared sample (points and per-point fields) -> the voxelised sample ``collate_voxels`` takes:
+    ``sparse_quantize`` coords, the features of each voxel's representative point, the point-to-voxel map.
+    """
+    from i2p.sparse import sparse_quantize
+
+    pts = np.ascontiguousarray(sample["points"], dtype=np.float32)
+    feats = []
+    for part in features:
+        if part == "xyz":
+            feats.append(pts)
+        elif part == "ones":
+            feats.append(np.ones((len(pts), 1), np.float32))
+        else:
+            key = {"rgb": "colors", "normal": "normals"}[part]
+            if key not in sample:
+                raise ValueError(f"{where}: features '{part}' need field '{key}', which the sample lacks")
+            feats.append(np.asarray(sample[key], np.float32))
+    point_feats = np.concatenate(feats, axis=1)
+    with single_thread():
+        coords, rep, inverse = sparse_quantize(torch.from_numpy(pts), voxel_size)
+        return {
+            "coords": coords,
+            "feats": torch.from_numpy(point_feats[rep.numpy()]),
+            "label": torch.as_tensor(sample["label"], dtype=torch.long),
+            "index": index,
+            "inverse": inverse.long(),
+            "points": torch.from_numpy(pts),
+        }
 
 
 def collate_voxels(samples: list[dict]) -> dict:

@@ -83,7 +83,7 @@ class ArrayDataModule(VoxelDataModule):
         if split not in self._arrays:
             raw = self.load_split(split)
             self._arrays[split] = validate_split(raw, str(raw.get("source", f"{type(self).__name__}:{split}")),
-                                                 self.num_classes)
+                                                 self.dataset_num_classes)
         return self._arrays[split]
 
     def list_samples(self, split: str) -> list:

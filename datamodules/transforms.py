@@ -23,7 +23,7 @@ import numpy as np
 __all__ = [
     "AXES", "num_points", "select_points", "Compose", "NormalizeUnitSphere", "RandomScale", "RandomTranslate",
     "RandomJitter", "rotation_matrix", "RandomRotateUp", "RandomPointDropout", "RandomSubsample",
-    "paper_train_transforms", "PRESETS", "build_transforms",
+    "paper_train_transforms", "vote_transforms", "PRESETS", "build_transforms",
 ]
 
 Sample = dict
@@ -236,9 +236,21 @@ def paper_train_transforms(rotate: bool = False, up_axis: str = "y") -> Compose:
     return Compose(ts)
 
 
+def vote_transforms(rotate: bool = False, up_axis: str = "y") -> Compose:
+    """Test-time voting views: per-axis scale U(0.9, 1.1) always (the recipe's training range), and
+    with ``rotate`` a rotation about the up axis (for models trained with ``paper_rotate``).
+    """
+    ts: list[Transform] = [RandomScale(0.9, 1.1, anisotropic=True, p=1.0)]
+    if rotate:
+        ts.insert(0, RandomRotateUp(axis=up_axis))
+    return Compose(ts)
+
+
 PRESETS = {
     "paper": lambda up: paper_train_transforms(False, up),
     "paper_rotate": lambda up: paper_train_transforms(True, up),
+    "vote": lambda up: vote_transforms(False, up),
+    "vote_rotate": lambda up: vote_transforms(True, up),
     "none": lambda up: Compose([]),
 }
 

@@ -46,6 +46,9 @@ class PointClassifier(pl.LightningModule):
         scheduler: ``cosine``, ``poly`` or ``none``, stepped per epoch, after ``warmup_epochs``
             of linear warm-up; the horizon is the trainer's ``max_epochs``.
         class_names: for per-class accuracy keys; linked from the DataModule by the CLI.
+        test_votes: test-time voting: logits averaged over the batch and ``test_votes - 1`` views
+            transformed and re-voxelised by the DataModule's ``vote_views`` (scale / rotation);
+            ``test/acc_vote`` and ``test/macc_vote`` are logged beside the plain ``test/acc``.
     """
 
     def __init__(
@@ -68,10 +71,13 @@ class PointClassifier(pl.LightningModule):
         warmup_epochs: int = 0,
         poly_power: float = 0.9,
         class_names: list[str] | None = None,
+        test_votes: int = 1,
     ) -> None:
         super().__init__()
         self.regime = get_regime(regime)
         inflate = InflateConfig.coerce(inflate)
+        if test_votes < 1:
+            raise ValueError(f"test_votes must be >= 1, got {test_votes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.save_hyperparameters(ignore=["inflate"])
@@ -100,6 +106,7 @@ class PointClassifier(pl.LightningModule):
         self.train_acc, self.train_macc = acc("micro"), acc("macro")
         self.val_acc, self.val_macc = acc("micro"), acc("macro")
         self.test_acc, self.test_macc = acc("micro"), acc("macro")
+        self.test_acc_vote, self.test_macc_vote = acc("micro"), acc("macro")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
@@ -180,7 +187,37 @@ class PointClassifier(pl.LightningModule):
         return self._eval_step(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        return self._eval_step(batch, "test")
+        step = self._eval_step(batch, "test")
+        votes = self.hparams.test_votes
+        if votes > 1:
+            logits = self.vote_logits(batch, votes, plain=step["logits"])
+            step["logits_vote"] = logits
+            preds, bs = logits.argmax(dim=1), len(step["label"])
+            self.test_acc_vote.update(preds, step["label"])
+            self.test_macc_vote.update(preds, step["label"])
+            self.log("test/acc_vote", self.test_acc_vote, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
+            self.log("test/macc_vote", self.test_macc_vote, on_step=False, on_epoch=True, batch_size=bs)
+        return step
+
+    # ----------------------------------------------------------------- voting
+    @torch.no_grad()
+    def vote_logits(self, batch: dict[str, Any], votes: int, plain: Tensor | None = None,
+                    datamodule: Any = None) -> Tensor:
+        """Mean logits over view 0 (``batch["x"]``, or its given ``plain`` logits) and the
+        ``votes - 1`` views of ``datamodule.vote_views`` (default: the trainer's DataModule, which
+        owns the voxel settings); ``votes`` = 1 is the plain forward.
+        """
+        logits = self(batch["x"]) if plain is None else plain
+        if votes == 1:
+            return logits
+        source = datamodule if datamodule is not None else getattr(self._trainer, "datamodule", None)
+        if not callable(getattr(source, "vote_views", None)):
+            raise RuntimeError("test_votes > 1 needs a DataModule with vote_views(batch, votes) (every "
+                               "VoxelDataModule has one): test through trainer.test(model, datamodule=...)")
+        total = logits.clone()
+        for x in source.vote_views(batch, votes):
+            total += self(x)
+        return total / votes
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         features, logits = self.extract(batch["x"])

@@ -1,6 +1,6 @@
 """The ``i2p`` command: LightningCLI (fit/validate/test/predict) plus a few extra commands.
 
-Configs name classes with ``class_path``/``init_args``; ``num_classes`` and ``class_names``
+Configs name classes with ``class_path``/``init_args``; ``num_classes`` and the class names
 come from the DataModule (argument links). The project's defaults (seed, checkpoints ``last`` +
 best ``val/acc``, the W&B logger that goes offline without credentials) are YAML,
 ``configs/defaults.yaml``, read before any ``--config``; what stays code is behaviour (links,
@@ -53,7 +53,7 @@ class I2PCLI(LightningCLI):
         )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")  # defaults: configs/defaults.yaml
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments("data.target_names", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
