@@ -12,7 +12,9 @@ __all__ = ["EXTRA_COMMANDS", "main"]
 EXTRA_COMMANDS = {
     "pretrain2d": ("i2p.cli.pretrain2d", "train a timm ConvNet on generated 2D images (or an ImageFolder)"),
     "inflate": ("i2p.cli.inflate", "inflate a 2D timm checkpoint into a 3D sparse state dict"),
-    "demo": ("i2p.cli.demo", "pretrain2d -> FIP-IO finetune on synthetic shapes -> test, offline"),
+    "demo": ("i2p.cli.demo", "pretrain2d -> FIP-IO finetune on synthetic shapes (--task seg: rooms) -> test, offline"),
+    # temporary until `i2p predict` dispatches on the checkpoint's class (lead, at merge time)
+    "predict-seg": ("i2p.cli.predict_seg", "per-point labels + coloured .ply of point-cloud files, segmentation ckpt"),
 }
 
 
