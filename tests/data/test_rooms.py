@@ -1,5 +1,6 @@
 """SyntheticRooms and the segmentation DataModule base: seeded scenes, per-point labels through the
-voxelisation, the batch keys of docs/conventions.md, the segmentation feature parts."""
+voxelisation, the batch keys of docs/conventions.md, the segmentation feature parts.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The segmentation readers on small files written here in the true on-disk layouts (docs/datasets.md):
 S3DIS (malformed lines, per-room cache), SemanticKITTI (instance bits, learning map, unlabelled test
-sequences, voxel cap), ShapeNetPart (split json, categories)."""
+sequences, voxel cap), ShapeNetPart (split json, categories).
+"""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def test_s3dis_malformed_line_repaired_with_a_warning_or_rejected_naming_file_an
     table, report = parse_annotation(bad, "repair")
     assert table.shape == (25, 6) and report["repaired"] == [4] and report["dropped"] == []
     dm = S3DIS(root=str(root), areas=(1, 5), test_area=5, malformed="repair")
-    with pytest.warns(UserWarning, match=r"1 malformed line\(s\) repaired, 0 dropped \(first: .*ceiling_1\.txt, line 4"):
+    warning = r"1 malformed line\(s\) repaired, 0 dropped \(first: .*ceiling_1\.txt, line 4"
+    with pytest.warns(UserWarning, match=warning):
         dm.prepare_data()
     with pytest.raises(ValueError, match="line 4"):
         S3DIS(root=str(root), areas=(1, 5), malformed="error", cache_dir=str(tmp_path / "c2")).prepare_data()

@@ -1,6 +1,7 @@
 """PointSegmenter: the step contract (voxels in training, every point in evaluation), point-level mIoU
 through the inverse map against numpy, absent classes and ignore_index, the io regime, part
-segmentation, and a short fit that beats the majority class."""
+segmentation, and a short fit that beats the majority class.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """SparseResUNet: the official parameter counts, one output row per point, the stride round trip, the
-strict transfer of 2D weights into its encoder by timm's names."""
+strict transfer of 2D weights into its encoder by timm's names.
+"""
 
 from __future__ import annotations
 
