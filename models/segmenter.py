@@ -263,7 +263,8 @@ class PointSegmenter(pl.LightningModule):
         step = self._step(batch, "points")
         step["loss"] = step["loss"].detach()
         bs = len(step["index"])
-        getattr(self, f"{split}_loss").update(step["loss"], weight=bs)
+        valid = int((step["label"] != self.ignore_index).sum())  # per-point mean: exact whatever the batching
+        getattr(self, f"{split}_loss").update(step["loss"], weight=valid)
         getattr(self, f"{split}_confusion").update(step["preds"], step["label"])
         parts: PartIoU | None = getattr(self, f"{split}_parts")
         if parts is not None:
