@@ -1,6 +1,7 @@
 """WandbMedia and NeuralCollapse on a segmenter: clouds coloured per point (ignored points grey,
 captions with class names), the per-class IoU table and both confusion matrices; collapse statistics
-on a bounded, index-seeded subset of points."""
+on a bounded, index-seeded subset of points.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Segmentation through the app: the demo's flow on tiny rooms, `i2p predict-seg` on a point-cloud
 file, the shipped segmentation configs, and DDP: 1 and 2 gloo processes give the same point-level
-metrics on one checkpoint."""
+metrics on one checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ def test_segmentation_recipes_ship():
 def test_demo_flow_then_predict_every_point_of_a_file(tmp_path, capsys, monkeypatch):
     from i2p.cli import demo_seg
     from i2p.cli.main import main
-
     from tests.helpers.classifier import tiny_pretrained_2d
 
     monkeypatch.chdir(tmp_path)
