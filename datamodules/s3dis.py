@@ -144,7 +144,8 @@ class S3DIS(SegmentationDataModule):
             raise ValueError(f"malformed must be one of {MALFORMED}, got {malformed!r}")
         if test_area not in areas:
             raise ValueError(f"test_area {test_area} is not among areas {list(areas)}")
-        kwargs.setdefault("class_names", S3DIS_CLASSES if classes == 13 else S3DIS_OFFICIAL_CLASSES)
+        if kwargs.get("class_names") is None:  # the table follows `classes`
+            kwargs["class_names"] = S3DIS_CLASSES if classes == 13 else S3DIS_OFFICIAL_CLASSES
         super().__init__(features=features, voxel_size=voxel_size, augmentation=augmentation, batch_size=batch_size,
                          **kwargs)
         self.root, self.test_area, self.areas = Path(root), int(test_area), [int(a) for a in areas]
