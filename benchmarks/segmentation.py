@@ -188,7 +188,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--preset", default="light", help="regimes: UNet preset")
-    p.add_argument("--num-train", type=int, default=24)
+    p.add_argument("--num-train", type=int, default=16)
     p.add_argument("--voxel-size", type=float, default=0.2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -197,7 +197,7 @@ def main() -> None:
     if not args.skip_speed:
         speed(args.presets, args.voxels, args.reps, args.threads)
     if not args.skip_regimes:
-        data = dict(num_train=args.num_train, num_val=4, num_test=12, room_size=(3.0, 4.5), density=60.0,
+        data = dict(num_train=args.num_train, num_val=4, num_test=8, room_size=(3.0, 4.5), density=60.0,
                     voxel_size=args.voxel_size, batch_size=4)
         regimes(args.regimes, args.seeds, args.epochs, args.preset, data)
 
