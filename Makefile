@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench results install clean
+.PHONY: demo demo-seg test lint bench results install clean
 
 $(STAMP): pyproject.toml
 	@echo ">> system library open3d needs (libusb-1.0-0)"
@@ -28,6 +28,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	@echo ">> i2p demo (pretrain 2D -> inflate -> FIP-IO finetune -> test, offline W&B)"
 	$(VENV)/bin/i2p demo
+
+demo-seg: $(STAMP)
+	@echo ">> i2p demo --task seg (pretrain 2D -> inflate into a UNet encoder -> finetune on generated rooms -> test mIoU)"
+	$(VENV)/bin/i2p demo --task seg
 
 test: $(STAMP)
 	@echo ">> pytest"

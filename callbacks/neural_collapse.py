@@ -7,6 +7,12 @@
   transforms) in eval mode at the end of the training epoch; collapse is a training-set property.
 Statistics are all-reduced and rank 0's values broadcast, so every rank logs the same floats
 with ``sync_dist=False`` (nothing to synchronise, no collective hidden inside ``self.log``).
+
+Segmentation (a module with ``task == "segmentation"``, docs/conventions.md): the rows are points
+(the per-point head inputs of the step outputs, or of ``pl_module.segment(batch)`` on the training
+pass), at most ``max_points_per_sample`` of each sample, drawn by a generator seeded by the
+sample's index (the same rows whatever rank or batch holds it), ``ignore_index`` points left out:
+memory stays bounded by samples x ``max_points_per_sample`` x D.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class NeuralCollapse(Callback):
 
     ``max_train_batches`` caps the training pass per rank (cheaper, but then statistics cover
     a subset). ``keep_features=False`` saves memory (N x D floats per rank) but drops NCC.
+    ``max_points_per_sample``: rows kept per sample for segmentation (see the module docstring).
     """
 
     def __init__(
@@ -51,6 +58,7 @@ class NeuralCollapse(Callback):
         plot: bool = True,
         keep_features: bool = True,
         filename: str = "neural_collapse.png",
+        max_points_per_sample: int = 256,
     ) -> None:
         unknown = set(splits) - {"train", "val"}
         if unknown:
@@ -61,6 +69,9 @@ class NeuralCollapse(Callback):
         self.plot = plot
         self.keep_features = keep_features
         self.filename = filename
+        if max_points_per_sample < 1:
+            raise ValueError(f"max_points_per_sample must be >= 1, got {max_points_per_sample}")
+        self.max_points_per_sample = int(max_points_per_sample)
         self.history: dict[str, dict[str, list[tuple[int, float]]]] = {}
         self.seconds: dict[int, float] = {}  # callback time per epoch (for overhead figures)
         self._val: CollapseStats | None = None
@@ -119,7 +130,10 @@ class NeuralCollapse(Callback):
         if not (isinstance(outputs, dict) and {"features", "label", "preds"} <= set(outputs)):
             raise TypeError("NeuralCollapse needs validation_step to return the step dict of docs/conventions.md "
                             f"(features, label, preds), got {type(outputs).__name__}")
-        self._val.update(outputs["features"].float(), outputs["label"], outputs["preds"])
+        features, labels, preds = outputs["features"], outputs["label"], outputs["preds"]
+        if _segmentation(pl_module):
+            features, labels, preds = self._point_rows(pl_module, batch, features, labels, preds)
+        self._val.update(features.float(), labels, preds)
         self._add_time(trainer, t0)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -145,7 +159,7 @@ class NeuralCollapse(Callback):
     # ------------------------------------------------------------------ training pass
     def _train_pass(self, trainer: Trainer, pl_module: LightningModule) -> CollapseStats | None:
         make = getattr(trainer.datamodule, "train_eval_dataloader", None)
-        if make is None or not hasattr(pl_module, "extract"):
+        if make is None or not (hasattr(pl_module, "extract") or _segmentation(pl_module)):
             rank_zero_warn("NeuralCollapse: no datamodule.train_eval_dataloader() or model.extract(); train split "
                            "skipped")
             return None
@@ -164,6 +178,12 @@ class NeuralCollapse(Callback):
                     batch = pl_module.on_before_batch_transfer(batch, 0)
                     batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                     batch = pl_module.on_after_batch_transfer(batch, 0)
+                    if _segmentation(pl_module):
+                        out = pl_module.segment(batch, "points")
+                        features, labels, preds = self._point_rows(pl_module, batch, out["features"], out["label"],
+                                                                   out["preds"], shard)
+                        stats.update(features.float(), labels, preds)
+                        continue
                     features, logits = pl_module.extract(batch["x"])
                     labels, preds = batch["label"], logits.argmax(-1)
                     if shard is not None:  # loader could not be re-sharded: keep this rank's indices
@@ -174,6 +194,27 @@ class NeuralCollapse(Callback):
             for m, training in modes.items():
                 m.training = training
         return stats
+
+    def _point_rows(self, pl_module: LightningModule, batch: dict, features: torch.Tensor, labels: torch.Tensor,
+                    preds: torch.Tensor, shard: tuple[int, int] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """At most ``max_points_per_sample`` valid rows of each sample, chosen by its index (segmentation)."""
+        offsets, index = batch["point_offsets"].tolist(), batch["index"].tolist()
+        ignore = getattr(pl_module, "ignore_index", -100)
+        labels_cpu = labels.reshape(-1).cpu()
+        rows = []
+        for b, sample in enumerate(index):
+            if shard is not None and sample % shard[1] != shard[0]:
+                continue
+            lo, hi = offsets[b], offsets[b + 1]
+            valid = torch.nonzero((labels_cpu[lo:hi] != ignore) & (labels_cpu[lo:hi] >= 0)).flatten()
+            if len(valid) > self.max_points_per_sample:
+                gen = torch.Generator().manual_seed(int(sample))
+                valid = valid[torch.randperm(len(valid), generator=gen)[: self.max_points_per_sample]].sort().values
+            rows.append(valid + lo)
+        keep = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+        keep = keep.to(features.device)
+        return features[keep], labels.reshape(-1)[keep], preds.reshape(-1)[keep]
 
     # ------------------------------------------------------------------ plot
     def _save_plot(self, trainer: Trainer) -> None:
@@ -213,6 +254,10 @@ class NeuralCollapse(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = state_dict.get("history", {})
+
+
+def _segmentation(pl_module: LightningModule) -> bool:
+    return getattr(pl_module, "task", "classification") == "segmentation"
 
 
 def _broadcast_buffers(pl_module: LightningModule) -> None:

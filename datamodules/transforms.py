@@ -10,7 +10,8 @@ so a seeded generator reproduces an augmentation exactly (also inside DataLoader
 
 The paper's ModelNet40 recipe (official Image2Point configs) is ``paper_train_transforms()``:
 per-axis scale U(0.9, 1.1) with p 0.9, translation U(-0.2, 0.2) with p 0.9, jitter uniform in
-+-0.0125 with p 0.7, no rotation.
++-0.0125 with p 0.7, no rotation. The segmentation presets (``s3dis``, ``semantic_kitti``) are the
+official code's scene augmentations (docs/segmentation.md); colours are rgb in [0, 1].
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ __all__ = [
     "AXES", "num_points", "select_points", "Compose", "NormalizeUnitSphere", "RandomScale", "RandomTranslate",
     "RandomJitter", "rotation_matrix", "RandomRotateUp", "RandomPointDropout", "RandomSubsample",
     "paper_train_transforms", "vote_transforms", "PRESETS", "build_transforms",
+    "CropCube", "RandomFlip", "ChromaticJitter", "ChromaticTranslation", "ChromaticAutoContrast",
+    "s3dis_train_transforms", "kitti_train_transforms",
 ]
 
 Sample = dict
@@ -252,6 +255,8 @@ PRESETS = {
     "vote": lambda up: vote_transforms(False, up),
     "vote_rotate": lambda up: vote_transforms(True, up),
     "none": lambda up: Compose([]),
+    "s3dis": lambda up: s3dis_train_transforms(),  # segmentation presets: defined below
+    "semantic_kitti": lambda up: kitti_train_transforms(),
 }
 
 
@@ -267,3 +272,140 @@ def build_transforms(spec: str | Transform | None, up_axis: str = "y") -> Transf
     if not callable(spec):
         raise ValueError(f"augmentation must be a preset name or a callable (sample, rng) -> sample, got {spec!r}")
     return spec
+
+
+# ----------------------------------------------------------------------------- segmentation (scenes)
+class CropCube:
+    """Keep the points inside an axis-aligned cube of edge ``size`` when the cloud is larger.
+
+    ``centre="bbox"`` (the official S3DIS crop: 8 m around the bounding-box centre, only when some
+    extent exceeds it) or ``"random"`` (around a random point, a different window each epoch). A
+    crop that would leave no point is re-centred on a random point.
+    """
+
+    def __init__(self, size: float = 8.0, centre: str = "bbox", p: float = 1.0) -> None:
+        if size <= 0:
+            raise ValueError(f"CropCube size must be > 0, got {size}")
+        if centre not in ("bbox", "random"):
+            raise ValueError(f"CropCube centre must be 'bbox' or 'random', got {centre!r}")
+        self.size, self.centre, self.p = size, centre, p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        pts = np.asarray(sample["points"])
+        lo, hi = pts.min(0), pts.max(0)
+        if (hi - lo).max() <= self.size or rng.random() >= self.p:
+            return sample
+        centre = (lo + hi) / 2 if self.centre == "bbox" else pts[rng.integers(len(pts))]
+        keep = np.all(np.abs(pts - centre) <= self.size / 2, axis=1)
+        if not keep.any():
+            keep = np.all(np.abs(pts - pts[rng.integers(len(pts))]) <= self.size / 2, axis=1)
+        return select_points(sample, np.flatnonzero(keep))
+
+    def __repr__(self) -> str:
+        return f"CropCube(size={self.size}, centre={self.centre!r}, p={self.p})"
+
+
+class RandomFlip:
+    """With prob. ``p``, mirror each of ``axes`` with prob. ``p_axis`` (``c -> max - c``, the official
+    S3DIS horizontal flip); normals follow.
+    """
+
+    def __init__(self, axes: Sequence[str] = ("x", "y"), p: float = 0.95, p_axis: float = 0.5) -> None:
+        bad = [a for a in axes if a not in AXES]
+        if bad:
+            raise ValueError(f"RandomFlip axes must be among x, y, z, got {bad}")
+        self.axes, self.p, self.p_axis = tuple(axes), p, p_axis
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        pts = np.array(sample["points"], dtype=np.float32)
+        normals = np.array(sample["normals"], dtype=np.float32) if "normals" in sample else None
+        for axis in self.axes:
+            if rng.random() < self.p_axis:
+                i = AXES[axis]
+                pts[:, i] = pts[:, i].max() - pts[:, i]
+                if normals is not None:
+                    normals[:, i] = -normals[:, i]
+        out = {**sample, "points": pts}
+        if normals is not None:
+            out["normals"] = normals
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomFlip(axes={self.axes}, p={self.p}, p_axis={self.p_axis})"
+
+
+def _colors(sample: Sample, who: str) -> np.ndarray:
+    if "colors" not in sample:
+        raise ValueError(f"{who} needs the sample's 'colors' (rgb in [0, 1])")
+    return np.asarray(sample["colors"], dtype=np.float32)
+
+
+class ChromaticJitter:
+    """Per-point colour noise N(0, std^2) on rgb in [0, 1], clipped, with prob. p (official: std 0.005)."""
+
+    def __init__(self, std: float = 0.005, p: float = 0.95) -> None:
+        self.std, self.p = std, p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        c = _colors(sample, "ChromaticJitter")
+        return {**sample, "colors": np.clip(c + rng.normal(0.0, self.std, c.shape), 0, 1).astype(np.float32)}
+
+    def __repr__(self) -> str:
+        return f"ChromaticJitter(std={self.std}, p={self.p})"
+
+
+class ChromaticTranslation:
+    """One colour shift U(-ratio, ratio) per channel for the whole cloud, clipped, with prob. p (official: 0.05)."""
+
+    def __init__(self, ratio: float = 0.05, p: float = 0.95) -> None:
+        self.ratio, self.p = ratio, p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        c = _colors(sample, "ChromaticTranslation")
+        shift = (rng.random((1, 3)) - 0.5) * 2 * self.ratio
+        return {**sample, "colors": np.clip(c + shift, 0, 1).astype(np.float32)}
+
+    def __repr__(self) -> str:
+        return f"ChromaticTranslation(ratio={self.ratio}, p={self.p})"
+
+
+class ChromaticAutoContrast:
+    """Stretch each channel to [0, 1] and blend with the original (factor ``blend``), with prob. p
+    (official: p 0.2, blend 0.5).
+    """
+
+    def __init__(self, blend: float = 0.5, p: float = 0.2) -> None:
+        self.blend, self.p = blend, p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        c = _colors(sample, "ChromaticAutoContrast")
+        lo, hi = c.min(0, keepdims=True), c.max(0, keepdims=True)
+        stretched = (c - lo) / np.maximum(hi - lo, 1e-6)
+        return {**sample, "colors": ((1 - self.blend) * c + self.blend * stretched).astype(np.float32)}
+
+    def __repr__(self) -> str:
+        return f"ChromaticAutoContrast(blend={self.blend}, p={self.p})"
+
+
+def s3dis_train_transforms(crop: float = 8.0) -> Compose:
+    """The official S3DIS training augmentation: flip x/y, colour jitter / translation / auto-contrast,
+    then the 8 m crop (docs/segmentation.md).
+    """
+    return Compose([RandomFlip(("x", "y"), p=0.95), ChromaticJitter(0.005, p=0.95), ChromaticTranslation(0.05, p=0.95),
+                    ChromaticAutoContrast(0.5, p=0.2), CropCube(crop, "bbox")])
+
+
+def kitti_train_transforms() -> Compose:
+    """The official SemanticKITTI training augmentation: a rotation U(0, 2 pi) about z, an isotropic scale
+    U(0.95, 1.05).
+    """
+    return Compose([RandomRotateUp("z", math.pi, p=1.0), RandomScale(0.95, 1.05, anisotropic=False, p=1.0)])
+

@@ -1,5 +1,6 @@
-"""LightningModules (``PointClassifier``; a ``PointSegmenter`` joins here) and their parts."""
+"""LightningModules (``PointClassifier``, ``PointSegmenter``) and their parts."""
 from .classifier import PointClassifier
+from .segmenter import PointSegmenter
 from .sync_batchnorm import SparseSyncBatchNorm
 
-__all__ = ["PointClassifier", "SparseSyncBatchNorm"]
+__all__ = ["PointClassifier", "PointSegmenter", "SparseSyncBatchNorm"]

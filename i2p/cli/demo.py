@@ -24,6 +24,13 @@ PRETRAIN_ARGS = ["--model", "resnet18", "--image-size", "32", "--num-images", "4
 
 
 def main(argv: Sequence[str] = ()) -> int:
+    task, argv = argparse.ArgumentParser(add_help=False), list(argv)
+    task.add_argument("--task", choices=("cls", "seg"), default="cls")
+    known, argv = task.parse_known_args(argv)
+    if known.task == "seg":  # the segmentation demo (i2p/cli/demo_seg.py)
+        from i2p.cli import demo_seg
+
+        return demo_seg.run(argv)
     parser = argparse.ArgumentParser(
         prog="i2p demo", description=__doc__.splitlines()[0],
         epilog="Other arguments go to `i2p fit`, e.g. --trainer.max_epochs 1.",
@@ -31,6 +38,7 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--config", default="demo.yaml", help="fit config (default: the shipped "
                         "configs/experiments/demo.yaml)")
     parser.add_argument("--pretrained", default=None, help="use this 2D checkpoint instead of pretrain2d")
+    parser.add_argument("--task", choices=("cls", "seg"), default="cls", help="cls: shapes (this); seg: rooms")
     args, fit_overrides = parser.parse_known_args(list(argv))
 
     from i2p.cli.lightning import run_lightning  # heavy imports after --help

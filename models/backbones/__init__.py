@@ -1,4 +1,4 @@
-"""Sparse 3D backbones with timm's module names and interface (see resnet.py)."""
+"""Sparse 3D backbones with timm's module names and interface (resnet.py; the segmentation UNet, unet.py)."""
 from .heads import HEADS, ClassifierHead
 from .resnet import (
                      ARCHS,
@@ -10,6 +10,8 @@ from .resnet import (
                      list_sparse_resnets,
                      resolve_arch,
 )
+from .unet import DEVOXELIZE_MODES, UNET_PRESETS, SparseResUNet, UpBlock, create_sparse_resunet
 
 __all__ = ["SparseResNet", "create_sparse_resnet", "BasicBlock", "Bottleneck", "ClassifierHead",
-           "ARCHS", "STEMS", "HEADS", "list_sparse_resnets", "resolve_arch"]
+           "ARCHS", "STEMS", "HEADS", "list_sparse_resnets", "resolve_arch",
+           "SparseResUNet", "create_sparse_resunet", "UpBlock", "UNET_PRESETS", "DEVOXELIZE_MODES"]
