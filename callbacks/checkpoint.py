@@ -35,8 +35,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from i2p.io import atomic_path, remove_stale_temp_files
 
-__all__ = ["CheckpointError", "check_checkpoint", "readable_checkpoints", "AtomicCheckpointIO", "Preempted",
-           "Checkpoint", "PREEMPT_SIGNALS"]
+__all__ = ["CheckpointError", "check_checkpoint", "load_checkpoint_file", "readable_checkpoints",
+           "AtomicCheckpointIO", "Preempted", "Checkpoint", "PREEMPT_SIGNALS"]
 
 #: the signals ``Checkpoint`` turns into "save, then exit 128 + signum"
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -115,17 +115,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = lambda storage, loc: storage,
                         weights_only: bool | None = None) -> dict[str, Any]:
-        check_checkpoint(path)
-        try:
-            return torch.load(path, map_location=map_location, weights_only=weights_only is not False)
-        except pickle.UnpicklingError as e:
-            raise CheckpointError(
-                f"{path}: refused to unpickle it: it holds objects other than tensors and plain data, which could "
-                f"run code (torch.load weights_only=True). Only load checkpoints you trust as data. ({e})"
-            ) from None
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError) as e:
-            problem = f"cannot read the checkpoint (corrupt? {e})"
-            raise CheckpointError(_with_alternatives(Path(path), problem)) from None
+        return load_checkpoint_file(path, map_location=map_location, weights_only=weights_only is not False)
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool = True,
+                         mmap: bool = False) -> dict[str, Any]:
+    """``torch.load`` after ``check_checkpoint``, every failure a ``CheckpointError`` naming the file.
+
+    With ``weights_only`` (the default) a pickle holding anything but tensors and plain data is
+    refused before any of it runs.
+    """
+    check_checkpoint(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "GLOBAL" in ln.upper() and "unsupported" in ln.lower()),
+                     "an object that is not plain data")
+        raise CheckpointError(
+            f"{path}: refused to unpickle it: it holds objects other than tensors and plain data, which could run "
+            f"code (torch.load weights_only=True); load only checkpoints you trust as data ({first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
+        problem = f"cannot read the checkpoint (corrupt? {type(e).__name__}: {e})"
+        raise CheckpointError(_with_alternatives(Path(path), problem)) from None
 
 
 class Preempted(SIGTERMException):

@@ -23,9 +23,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from callbacks.checkpoint import CheckpointError, check_checkpoint
+from callbacks.checkpoint import check_checkpoint, load_checkpoint_file
 from i2p.cli.configs import shipped
 
 __all__ = ["CLIError", "ResumeError", "ARCHITECTURE_KEYS", "default_run_name", "find_last", "resolve_last",
@@ -98,11 +96,7 @@ def resolve_last(folder: str | Path, name: str | None, runs_root: str | Path, al
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's entries without reading its tensors (memory-mapped, ``weights_only``)."""
-    check_checkpoint(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read it is reported the same way, naming it
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") from None
+    return load_checkpoint_file(path, mmap=True)
 
 
 def _plain(value: Any) -> Any:
