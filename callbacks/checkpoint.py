@@ -170,6 +170,8 @@ class Checkpoint(ModelCheckpoint):
         self._pending: list[str] = []  # superseded files, removed once `last` no longer names them
         self._removals_from_checkpoint: list[str] = []
         self._signal: int | None = None
+        self._step_save_due = False  # a step checkpoint that fell on an epoch's last batch
+        self._last_step_of_last: int | None = None  # global step of the latest `last` written
         self._previous_handlers: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ removal only after `last`
@@ -181,6 +183,8 @@ class Checkpoint(ModelCheckpoint):
 
     def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_step_of_last = trainer.global_step
         self._flush_removals(trainer)
 
     def _flush_removals(self, trainer: Trainer) -> None:
@@ -281,10 +285,11 @@ class Checkpoint(ModelCheckpoint):
         if signum is None:
             return
         name = signal.Signals(signum).name
-        if self._last_global_step_saved != trainer.global_step or not self.last_model_path:
+        if self._last_step_of_last != trainer.global_step or not self.last_model_path:
             path = self.format_checkpoint_name(self._monitor_candidates(trainer), self.CHECKPOINT_NAME_LAST)
             self.last_model_path = path
             self._save_checkpoint(trainer, path)
+            self._last_step_of_last = trainer.global_step
             self._flush_removals(trainer)
         rank_zero_info(f"[Checkpoint] {name}: saved {self.last_model_path} at epoch {trainer.current_epoch}, step "
                        f"{trainer.global_step}; resume with --ckpt_path last. Exiting with status {128 + signum}.")
@@ -298,37 +303,47 @@ class Checkpoint(ModelCheckpoint):
         raise Preempted(signum)
 
     def _keep_last_current(self, trainer: Trainer) -> None:
-        """Write ``last`` at this checkpoint point even when no top-k file was written: Lightning 2.6
-        updates ``last`` only together with a top-k save, so a metric that stops improving would leave
-        ``last`` epochs behind (and a resume would replay them).
+        """Write ``last`` at this checkpoint point unless it is already of this step: Lightning 2.6 writes
+        ``last`` only together with a top-k file, so a metric that stops improving would leave ``last``
+        epochs behind (and a resume would replay them).
         """
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+        skip = bool(trainer.fast_dev_run) or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
+        if self.save_last and not skip and self._last_step_of_last != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if _last_batch_of_epoch(trainer):
-            return  # Lightning cannot resume exactly from here (it skips the epoch's validation): wait for the end
         every = self._every_n_train_steps
-        if every >= 1 and trainer.global_step % every == 0:
+        due = every >= 1 and trainer.global_step % every == 0
+        if _last_batch_of_epoch(trainer):
+            # Lightning cannot resume exactly from a checkpoint taken here (it would skip the validation the
+            # epoch still owes): the step save moves to the epoch's end, after validation
+            self._step_save_due = self._step_save_due or due
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if due:
             # Lightning defers step checkpoints until the monitored metric exists (the first validation):
             # keep `last` current anyway, so a kill in a long first epoch loses at most `every` steps
             self._keep_last_current(trainer)
         self._maybe_preempt(trainer)
 
+    def _epoch_end_save(self, trainer: Trainer) -> None:
+        if self._step_save_due and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._step_save_due = False
+        self._keep_last_current(trainer)
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._keep_last_current(trainer)
+        if not self._should_save_on_train_epoch_end(trainer) and _last_batch_of_epoch(trainer):
+            self._epoch_end_save(trainer)
         self._maybe_preempt(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._keep_last_current(trainer)
+        self._epoch_end_save(trainer)  # `last` at every epoch end, improved or not
         self._maybe_preempt(trainer)
 
 

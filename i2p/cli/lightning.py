@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from lightning_fabric.plugins import CheckpointIO
@@ -30,7 +30,8 @@ from i2p.cli.configs import DEFAULTS
 from i2p.cli.resume import CLIError, default_run_name, model_overrides, peek_checkpoint, resolve_last
 from i2p.io import atomic_write_bytes
 
-__all__ = ["I2PCLI", "LogConfigCallback", "ConfigError", "run_lightning", "parse_config", "SUBCOMMANDS"]
+__all__ = ["I2PCLI", "I2PArgumentParser", "LogConfigCallback", "ConfigError", "one_line_parser_error",
+           "run_lightning", "parse_config", "SUBCOMMANDS"]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -61,6 +62,33 @@ def _root_cause(error: BaseException) -> BaseException:
         error = error.__cause__
         seen.add(id(error))
     return error
+
+
+_UNION_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+                "- Expected a <class 'NoneType'>")
+
+
+def one_line_parser_error(message: str) -> str:
+    """The parser's message without jsonargparse's Union scaffolding (the subtypes tried, the value echoed), on one
+    line: ``Parser key "data": ... Parser key "batch_size": Expected a <class 'int'>. Got value: abc``.
+    """
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    kept = [ln[2:] if ln.startswith("- ") else ln for ln in lines if not ln.startswith(_UNION_NOISE)]
+    return " ".join(kept) or message.strip()
+
+
+class I2PArgumentParser(LightningArgumentParser):
+    """Parse errors end the output with one line (not the whole usage, then a nested Union report)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        from jsonargparse._common import debug_mode_active
+
+        if not self.exit_on_error or debug_mode_active():
+            super().error(message, ex)
+        self._logger.error(message)
+        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
+        sys.stderr.write(f"tip: `{prog} --help` lists the options\n{prog}: error: {one_line_parser_error(message)}\n")
+        sys.exit(2)
 
 
 class I2PCLI(LightningCLI):
@@ -202,8 +230,10 @@ def run_lightning(args: Sequence[str] | None = None, cli_class: type[I2PCLI] = I
     kwargs.setdefault("save_config_callback", LogConfigCallback)
     kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False, "config_filename": "i2p_config.yaml"})
     kwargs.setdefault("auto_configure_optimizers", False)
+    kwargs.setdefault("parser_class", I2PArgumentParser)
     defaults = {"default_config_files": [str(DEFAULTS)]}
-    kwargs.setdefault("parser_kwargs", {"description": description, **{c: defaults for c in SUBCOMMANDS}})
+    kwargs.setdefault("parser_kwargs", {"prog": "i2p", "description": description,
+                                        **{c: defaults for c in SUBCOMMANDS}})
     return cli_class(args=None if args is None else list(args), **kwargs)
 
 

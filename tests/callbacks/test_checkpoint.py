@@ -108,20 +108,25 @@ def test_last_never_names_a_removed_file_and_resume_cleans_up(tmp_path):
     assert "epoch=2" in cb.best_model_path
 
 
-class SendsSigterm(pl.Callback):
+class SendsSignal(pl.Callback):
+    def __init__(self, signum):
+        self.signum = signum
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == 6:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
-def test_sigterm_saves_last_and_exits_143(tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
+def test_preemption_signal_saves_last_and_exits_128_plus_signal(tmp_path, signum, status, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)  # no requeue outside SLURM
     cb = Checkpoint(dirpath=tmp_path, save_last=True)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=5, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[cb, SendsSigterm()])
-    before = signal.getsignal(signal.SIGTERM)
+                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[cb, SendsSignal(signum)])
+    before = signal.getsignal(signum)
     with pytest.raises(Preempted) as e:
         trainer.fit(ToyClassifier(), ToyData())
-    assert isinstance(e.value, SystemExit) and e.value.code == 143
+    assert isinstance(e.value, SystemExit) and e.value.code == status
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 7  # the batch in flight finished, then the checkpoint, then the exit
-    assert signal.getsignal(signal.SIGTERM) == before  # handlers handed back
+    assert signal.getsignal(signum) == before  # handlers handed back
