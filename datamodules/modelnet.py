@@ -190,9 +190,11 @@ class ModelNet40(ArrayDataModule):
         The cache records what it was built from (each mesh's path relative to the data folder and
         its size, the settings): when the meshes or settings differ now (meshes added, removed or
         rewritten) or the file is unreadable (a cut copy), it is rebuilt, with a warning counting the
-        differences.
+        differences. Without the raw meshes (deleted after caching) the cache is used as it is.
         """
         path = self.cache_dir / f"{self.dataset_name.lower()}_off_{split}_{self.mesh_points}pts.npz"
+        if path.is_file() and self._raw_dir() is None:
+            return path  # the meshes were removed after caching: nothing to compare the cache with
         files, labels = self.mesh_files(split)
         root = self._raw_dir() or self.root
         names = np.array([f.relative_to(root).as_posix() for f in files])

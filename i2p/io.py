@@ -187,7 +187,8 @@ def check_points(points: np.ndarray, where: str, field: str = "points") -> np.nd
         bad = int(np.flatnonzero(~finite)[0])
         raise ValueError(f"{where}: field '{field}' has NaN/Inf coordinates (first at point {bad}), expected finite "
                          f"values")
-    out = pts.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # reported below, naming the file
+        out = pts.astype(np.float32, copy=False)
     if not np.isfinite(out).all():  # finite as float64, infinite as float32
         raise ValueError(f"{where}: field '{field}' has coordinates up to {float(np.abs(pts).max()):.3g}, beyond the "
                          f"float32 range (3.4e38) the clouds are stored in; expected values of a sane scale")

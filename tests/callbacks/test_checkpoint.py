@@ -9,8 +9,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from callbacks.checkpoint import (AtomicCheckpointIO, Checkpoint, CheckpointError, Preempted, check_checkpoint,
-                                  load_checkpoint_file)
+from callbacks.checkpoint import (
+    AtomicCheckpointIO,
+    Checkpoint,
+    CheckpointError,
+    Preempted,
+    check_checkpoint,
+    load_checkpoint_file,
+)
 from tests.helpers.toy import ToyClassifier, ToyData
 
 

@@ -78,8 +78,9 @@ def test_sigterm_saves_exits_143_and_resumes_mid_epoch_in_the_same_wandb_run(tmp
     cfg = _config(tmp_path, sig)
     monkeypatch.chdir(tmp_path)
     wandb = ["--trainer.logger", "i2p.cli.logger.WandbLogger", "--trainer.logger.save_dir", str(tmp_path / "runs")]
-    stopped = run_i2p(["fit", "--config", str(cfg), *FLAGS, *wandb, "--trainer.callbacks+=tests.helpers.faults.SignalAt",
-                       "--trainer.callbacks.step", "5", "--trainer.callbacks.signal", sig], tmp_path, I2P_FAULT="1")
+    signal_at = ["--trainer.callbacks+=tests.helpers.faults.SignalAt", "--trainer.callbacks.step", "5",
+                 "--trainer.callbacks.signal", sig]
+    stopped = run_i2p(["fit", "--config", str(cfg), *FLAGS, *wandb, *signal_at], tmp_path, I2P_FAULT="1")
     assert stopped.returncode == status, tail(stopped)
     assert f"{sig}: saved" in stopped.stderr + stopped.stdout
     saved = torch.load(cfg.parent / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
