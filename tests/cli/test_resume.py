@@ -61,11 +61,16 @@ def test_run_name_defaults_to_the_run_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_last_without_name_resumes_the_latest_run_of_its_config(tmp_path, monkeypatch):
+def test_last_without_name_resumes_the_latest_run_of_its_config_from_the_checkpoint_alone(tmp_path, monkeypatch):
+    import shutil
+
     from i2p.cli.resume import ResumeError
+    from tests.helpers.classifier import tiny_pretrained_2d
 
     monkeypatch.chdir(tmp_path)
-    cfg = yaml.safe_load(write_config(tmp_path, data={"num_train": 16}).read_text())
+    weights = shutil.copy(tiny_pretrained_2d(), tmp_path / "resnet18_2d.pth")
+    written = write_config(tmp_path, pretrained=str(weights), regime="io", data={"num_train": 16})
+    cfg = yaml.safe_load(written.read_text())
     del cfg["checkpoint"]  # no name, no folder: both from the file name
     path = tmp_path / "unnamed.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -75,6 +80,7 @@ def test_last_without_name_resumes_the_latest_run_of_its_config(tmp_path, monkey
     assert first.trainer.ckpt_path is None  # started fresh
     last = tmp_path / "runs" / "unnamed" / "checkpoints" / "last.ckpt"
     assert last.is_file()
+    Path(weights).unlink()  # resuming reads nothing but the checkpoint (no 2D weights, no hub)
     second = run_lightning(["fit", "--config", str(path), "--trainer.max_epochs", "2", "--ckpt_path", "last"])
     assert Path(second.trainer.ckpt_path).resolve() == last.resolve()
     assert second.trainer.global_step == 2 * first.trainer.global_step
