@@ -149,8 +149,8 @@ class I2PCLI(LightningCLI):
         self._resume_run: dict[str, Any] = {}
         self._ckpt_class_names = None
         ckpt = cfg.get("ckpt_path")
-        if not ckpt or ckpt in ("best", "hpc", "registry") or str(ckpt).startswith("registry:"):
-            return  # Lightning's own keywords
+        if not ckpt or ckpt in ("best", "hpc", "registry") or str(ckpt).startswith("registry:") or "://" in str(ckpt):
+            return  # Lightning's own keywords, remote files (fsspec)
         if ckpt == "last":
             folder = cfg.checkpoint.get("dirpath") if cfg.get("checkpoint") is not None else None
             if not folder:
