@@ -8,6 +8,7 @@ while the step-6 checkpoint is written, with TMPDIR on another filesystem where 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -55,10 +56,11 @@ def _other_filesystem_tmpdir(tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("where, step", [("validation", 4), ("save", 6)],
                          ids=["in-validation-resumes-mid-epoch", "during-checkpoint-write"])
-def test_sigkill_anywhere_then_resume_exactly(tmp_path, reference, where, step):
+def test_sigkill_anywhere_then_resume_exactly(tmp_path, reference, where, step, request):
     cfg = _config(tmp_path, where)
     ckpts = cfg.parent / "ckpt"
     tmpdir = _other_filesystem_tmpdir(tmp_path)
+    request.addfinalizer(lambda: shutil.rmtree(tmpdir, ignore_errors=True))
     killed = run_i2p(["fit", "--config", str(cfg), *FLAGS, FAULT, "--trainer.callbacks.step", str(step),
                       "--trainer.callbacks.where", where], tmp_path, I2P_FAULT="1", TMPDIR=str(tmpdir))
     assert killed.returncode == -9, tail(killed)
