@@ -9,11 +9,13 @@ A new data set overrides two methods (Pointcept style):
 
 and sets ``class_names``. Everything else is here: subsampling to ``num_points``, unit-sphere
 normalisation, augmentation, voxelisation, features, collation, seeded few-shot / fraction
-subsets, seeded workers, and samplers that count every evaluation sample exactly once under DDP.
+subsets, a training order that resumes exactly (``sampling.py``), and samplers that count every
+evaluation sample exactly once under DDP.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +25,8 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
-from .dataset import PointCloudDataset, collate_voxels, feature_channels, seed_worker
+from .dataset import PointCloudDataset, collate_voxels, feature_channels
+from .sampling import EpochSampler, ResumableLoader
 from .subsets import Episode, episode_classes, episode_indices, few_shot_indices, fraction_indices
 from .transforms import Transform, build_transforms
 from .voting import vote_views
@@ -58,7 +61,10 @@ class VoxelDataModule(pl.LightningDataModule):
         vote_augmentation: the transforms of the extra test-time voting views (``vote_views``):
             ``"vote"`` (per-axis scale U(0.9, 1.1)), ``"vote_rotate"`` (plus a rotation about the up
             axis), another preset or a callable.
-        seed: seeds subsets, the training shuffle and augmentation (per worker).
+        seed: seeds subsets, the training shuffle and augmentation (per sample and epoch, so
+            independent of ``num_workers``). None (the default) follows the run's
+            ``seed_everything`` (Lightning's ``PL_GLOBAL_SEED``, 0 when unset), so
+            ``--seed_everything N`` changes the data side too; an explicit seed pins it.
         drop_last: drop the last incomplete training batch; a last batch of one sample is always
             dropped because BatchNorm cannot train on it.
         class_names: override the data set's class table.
@@ -66,6 +72,8 @@ class VoxelDataModule(pl.LightningDataModule):
 
     #: class table of the data set; subclasses set it (or pass ``class_names``).
     class_names: Sequence[str] | None = None
+    #: batches the samples (docs/conventions.md); a task with other batch keys swaps it
+    collate = staticmethod(collate_voxels)
     #: up axis of the data set, used by the ``paper_rotate`` preset.
     up_axis: str = "y"
 
@@ -86,7 +94,7 @@ class VoxelDataModule(pl.LightningDataModule):
         stratified: bool = True,
         episode: Episode | None = None,
         vote_augmentation: str | Callable | None = "vote",
-        seed: int = 0,
+        seed: int | None = None,
         drop_last: bool = False,
         pin_memory: bool | None = None,
         class_names: Sequence[str] | None = None,
@@ -108,8 +116,8 @@ class VoxelDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.drop_last = num_workers, drop_last
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.few_shot, self.few_shot_seed = few_shot, seed if few_shot_seed is None else few_shot_seed
-        self.train_fraction, self.stratified, self.seed = train_fraction, stratified, seed
+        self.few_shot, self._few_shot_seed = few_shot, few_shot_seed
+        self.train_fraction, self.stratified, self._seed = train_fraction, stratified, seed
         if class_names is not None:
             self.class_names = list(class_names)
         self._items: dict[str, list] = {}
@@ -133,6 +141,18 @@ class VoxelDataModule(pl.LightningDataModule):
         return f"{type(self).__name__} sample {item!r}"
 
     # ------------------------------------------------------------------ derived attributes
+    @property
+    def seed(self) -> int:
+        """The data seed: the explicit one, else the run's ``seed_everything`` (``PL_GLOBAL_SEED``)."""
+        if self._seed is not None:
+            return int(self._seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    @property
+    def few_shot_seed(self) -> int:
+        """Seed of the few-shot subset: ``few_shot_seed`` when given, else ``seed``."""
+        return self.seed if self._few_shot_seed is None else int(self._few_shot_seed)
+
     def _class_table(self) -> list[str]:
         if self.class_names is None:
             raise ValueError(f"{type(self).__name__} has no class_names: set the class attribute or pass class_names")
@@ -246,31 +266,46 @@ class VoxelDataModule(pl.LightningDataModule):
         dist = self._distributed()
         return None if dist is None else UnrepeatedDistributedSampler(dataset, shuffle=False, **dist)
 
-    def _loader(self, dataset: PointCloudDataset, batch_size: int, **kwargs: Any) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: PointCloudDataset, batch_size: int, seed: int, **kwargs: Any) -> DataLoader:
+        cls = ResumableLoader if isinstance(kwargs.get("sampler"), EpochSampler) else DataLoader
+        return cls(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
-            collate_fn=collate_voxels,
-            worker_init_fn=seed_worker,
+            collate_fn=self.collate,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            # its own generator: worker seeds never draw from (or advance) the global torch RNG
+            generator=torch.Generator().manual_seed(seed),
             **kwargs,
         )
 
     def _eval_loader(self, split: str, train: bool = False) -> DataLoader:
         ds = self.dataset(split, train=train)
-        return self._loader(ds, self.eval_batch_size, shuffle=False, sampler=self.eval_sampler(ds))
+        return self._loader(ds, self.eval_batch_size, self.seed, shuffle=False, sampler=self.eval_sampler(ds))
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, seeded; under DDP Lightning injects its (padding, seeded) distributed sampler."""
+        """Seeded shuffle per epoch (``EpochSampler``, sharded under DDP), resumable mid-epoch.
+
+        The sampler starts at the epoch the trainer is about to run, so a fit resumed from an
+        end-of-epoch checkpoint draws that epoch's order from its first batch on.
+        """
         ds = self.dataset("train")
         dist = self._distributed()
         rank, world = (dist["rank"], dist["num_replicas"]) if dist else (0, 1)
-        per_rank = -(-len(ds) // world)
+        sampler = EpochSampler(ds, num_replicas=world, rank=rank, seed=self.seed)
+        sampler.set_epoch(self._next_epoch())
+        per_rank = len(sampler)
         drop_last = self.drop_last or (per_rank % self.batch_size == 1 and per_rank > 1)
-        gen = torch.Generator().manual_seed(self.seed * 1000 + rank)
-        return self._loader(ds, self.batch_size, shuffle=True, drop_last=drop_last, generator=gen)
+        return self._loader(ds, self.batch_size, self.seed * 1000 + rank, sampler=sampler, drop_last=drop_last)
+
+    def _next_epoch(self) -> int:
+        """The epoch the attached trainer runs next (0 without one): ``epoch_progress.current.processed``,
+        the number Lightning itself hands ``set_epoch`` at each epoch start.
+        """
+        trainer = getattr(self, "trainer", None)
+        progress = getattr(getattr(trainer, "fit_loop", None), "epoch_progress", None)
+        return int(progress.current.processed) if progress is not None else 0
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

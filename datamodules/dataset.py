@@ -13,18 +13,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from i2p.io import check_points
 
+from .sampling import Draw
 from .transforms import NormalizeUnitSphere, RandomSubsample, Transform, num_points
 
 __all__ = [
-    "FEATURE_CHANNELS", "parse_features", "feature_channels", "single_thread", "PointCloudDataset",
-    "voxelize_sample", "collate_voxels", "seed_worker",
+    "FEATURE_CHANNELS", "VOXEL_LIMIT", "parse_features", "feature_channels", "single_thread", "draw_key",
+    "PointCloudDataset", "voxelize_sample", "collate_voxels",
 ]
 
 FEATURE_CHANNELS = {"xyz": 3, "ones": 1, "rgb": 3, "normal": 3}
+#: the largest |coordinate| / voxel_size a sample may reach (int32 voxel indices, with headroom)
+VOXEL_LIMIT = 2**30
 
 
 def parse_features(spec: str) -> list[str]:
@@ -61,9 +64,11 @@ def single_thread() -> Iterator[None]:
 class PointCloudDataset(Dataset):
     """Items -> voxelised samples.
 
-    ``deterministic=True`` (evaluation) draws any randomness from a generator seeded by
-    ``(seed, index)``, so a sample looks the same whatever worker or rank loads it; otherwise
-    (training) one generator per worker, seeded by ``seed_worker``, advances sample by sample.
+    Every sample's randomness comes from a generator seeded by what identifies the draw, so a
+    sample looks the same whatever worker or rank loads it and however many batches were
+    prefetched (what makes a killed fit resume exactly): ``(seed, index)`` for evaluation
+    (``deterministic=True``), ``(seed, epoch, index)`` for training, where the training sampler
+    (``sampling.EpochSampler``) yields ``Draw(index, epoch)`` keys; a plain integer key is epoch 0.
     """
 
     def __init__(
@@ -86,13 +91,15 @@ class PointCloudDataset(Dataset):
         self.subsample = RandomSubsample(num_points) if num_points else None
         self.normalize = NormalizeUnitSphere() if normalize else None
         self.deterministic, self.seed = deterministic, seed
-        self.rng = np.random.default_rng([seed, 0x5EED])
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _generator(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, index]) if self.deterministic else self.rng
+    def generator(self, index: int, epoch: int = 0) -> np.random.Generator:
+        """The generator of one draw of sample ``index`` (see the class docstring)."""
+        if self.deterministic:
+            return np.random.default_rng([self.seed, index])
+        return np.random.default_rng([self.seed, epoch, index, 0x5EED])
 
     def check(self, sample: dict, item: Any) -> dict:
         """Validate a freshly read sample; errors name the item (file) and the field."""
@@ -100,6 +107,9 @@ class PointCloudDataset(Dataset):
         if not isinstance(sample, dict) or "points" not in sample or "label" not in sample:
             raise ValueError(f"{where}: read_sample must return a dict with 'points' and 'label'")
         pts = check_points(sample["points"], where)
+        if len(pts) > 1 and not np.any(pts != pts[0]):
+            raise ValueError(f"{where}: field 'points' has all {len(pts)} points at {pts[0].tolist()}, expected a "
+                             "cloud with some extent")
         out = {**sample, "points": pts}
         label = np.asarray(sample["label"])
         if label.ndim > 0 and label.shape != (len(pts),):
@@ -119,11 +129,21 @@ class PointCloudDataset(Dataset):
                                  f"{pts.shape}")
         return out
 
-    def prepare(self, index: int) -> dict:
+    def _check_grid(self, pts: np.ndarray, item: Any) -> None:
+        """Voxel indices are int32 (with headroom for kernel offsets and strides): refuse clouds whose
+        extent in voxels does not fit, instead of wrapping them around into garbage.
+        """
+        extent = float(np.abs(pts).max()) / self.voxel_size if len(pts) else 0.0
+        if extent >= VOXEL_LIMIT:
+            raise ValueError(f"{self.describe(item)}: field 'points' reaches |x| = {extent * self.voxel_size:.3g}, "
+                             f"{extent:.3g} voxels of size {self.voxel_size}, beyond the voxel grid (2^30 per axis); "
+                             "expected normalised clouds (normalize=True) or a voxel_size in the data's units")
+
+    def prepare(self, index: int, epoch: int = 0) -> dict:
         """Read, check, subsample, normalise and augment sample ``index`` (no voxelisation)."""
         item = self.items[index]
         sample = self.check(self.read(item), item)
-        rng = self._generator(index)
+        rng = self.generator(index, epoch)
         if self.subsample is not None:
             sample = self.subsample(sample, rng)
         if self.normalize is not None:
@@ -134,9 +154,16 @@ class PointCloudDataset(Dataset):
                 raise ValueError(f"{self.describe(item)}: transforms left no points")
         return sample
 
-    def __getitem__(self, index: int) -> dict:
-        return voxelize_sample(self.prepare(index), index, self.voxel_size, self.features,
-                               self.describe(self.items[index]))
+    def __getitem__(self, key: int | Draw) -> dict:
+        index, epoch = draw_key(key)
+        sample = self.prepare(index, epoch)
+        self._check_grid(np.asarray(sample["points"], dtype=np.float32), self.items[index])
+        return voxelize_sample(sample, index, self.voxel_size, self.features, self.describe(self.items[index]))
+
+
+def draw_key(key: int | Draw) -> tuple[int, int]:
+    """(index, epoch) of a dataset key: a plain index (evaluation: epoch 0) or the training sampler's ``Draw``."""
+    return (key.index, key.epoch) if isinstance(key, tuple) else (int(key), 0)
 
 
 def voxelize_sample(sample: dict, index: int, voxel_size: float, features: Sequence[str], where: str) -> dict:
@@ -188,14 +215,3 @@ def collate_voxels(samples: list[dict]) -> dict:
         "point_offsets": point_offsets,
         "points": torch.cat([s["points"] for s in samples]),
     }
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a per-worker numpy generator from torch's per-worker seed.
-
-    torch derives that seed from the loader's ``generator`` anew every epoch, so a seeded
-    generator makes augmentation reproducible for a given ``num_workers``.
-    """
-    info = get_worker_info()
-    if info is not None and isinstance(info.dataset, PointCloudDataset):
-        info.dataset.rng = np.random.default_rng([info.seed % 2**63, worker_id])

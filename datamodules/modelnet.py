@@ -18,6 +18,8 @@ labels remapped to 0..9 (the same 3991 / 908 shapes as the official ModelNet10 s
 from __future__ import annotations
 
 import re
+import warnings
+import zipfile
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,8 @@ from .download import download_and_extract
 from .memory import ArrayDataModule, validate_split
 
 __all__ = [
-    "MODELNET40_CLASSES", "MODELNET10_CLASSES", "H5_URL", "H5_DIR", "RAW_URLS", "ModelNet40", "ModelNet10",
+    "MODELNET40_CLASSES", "MODELNET10_CLASSES", "H5_URL", "H5_DIR", "RAW_URLS", "OFF_CACHE_FORMAT", "ModelNet40",
+    "ModelNet10",
 ]
 
 MODELNET40_CLASSES = [
@@ -42,6 +45,7 @@ MODELNET40_CLASSES = [
 MODELNET10_CLASSES = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet"]
 H5_URL = "https://shapenet.cs.stanford.edu/media/modelnet40_ply_hdf5_2048.zip"
 H5_DIR = "modelnet40_ply_hdf5_2048"
+OFF_CACHE_FORMAT = 2  # of the OFF sample cache; a new number rebuilds old caches
 RAW_URLS = {"ModelNet40": "http://modelnet.cs.princeton.edu/ModelNet40.zip",
             "ModelNet10": "http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"}
 
@@ -181,11 +185,27 @@ class ModelNet40(ArrayDataModule):
         return files, np.array(labels, dtype=np.int64)
 
     def _off_cache(self, split: str) -> Path:
-        """Sample every mesh of a split once into ``<cache_dir>/<name>_<split>_<n>pts.npz``."""
+        """Sample every mesh of a split once into ``<cache_dir>/<name>_off_<split>_<n>pts.npz``.
+
+        The cache records what it was built from (each mesh's path relative to the data folder and
+        its size, the settings): when the meshes or settings differ now (meshes added, removed or
+        rewritten) or the file is unreadable (a cut copy), it is rebuilt, with a warning counting the
+        differences. Without the raw meshes (deleted after caching) the cache is used as it is.
+        """
         path = self.cache_dir / f"{self.dataset_name.lower()}_off_{split}_{self.mesh_points}pts.npz"
-        if path.is_file():
-            return path
+        if path.is_file() and self._raw_dir() is None:
+            return path  # the meshes were removed after caching: nothing to compare the cache with
         files, labels = self.mesh_files(split)
+        root = self._raw_dir() or self.root
+        names = np.array([f.relative_to(root).as_posix() for f in files])
+        sizes = np.array([f.stat().st_size for f in files], dtype=np.int64)
+        settings = np.array([f"mesh_points={self.mesh_points}", f"classes={','.join(self.class_names)}",
+                             f"cache_format={OFF_CACHE_FORMAT}"])
+        if path.is_file():
+            stale = _stale_cache(path, names, sizes, settings)
+            if stale is None:
+                return path
+            warnings.warn(f"{path}: {stale}; rebuilding it from {len(files)} meshes", stacklevel=2)
         jobs = [(str(f), self.mesh_points, i) for i, f in enumerate(files)]
         from rich.progress import track
 
@@ -195,7 +215,7 @@ class ModelNet40(ArrayDataModule):
                 points = list(track(pool.imap(_sample_mesh, jobs, chunksize=16), total=len(jobs), description=desc))
         else:
             points = list(track(map(_sample_mesh, jobs), total=len(jobs), description=desc))
-        atomic_save_npz(path, points=np.stack(points), label=labels, files=np.array([str(f) for f in files]))
+        atomic_save_npz(path, points=np.stack(points), label=labels, files=names, sizes=sizes, settings=settings)
         return path
 
     def _load_off(self, split: str) -> dict:
@@ -203,8 +223,30 @@ class ModelNet40(ArrayDataModule):
         try:
             with np.load(path) as z:
                 return {"points": z["points"], "label": z["label"], "source": str(path)}
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
             raise ValueError(f"{path}: cannot read the mesh cache ({e}); delete it to rebuild") from None
+
+
+def _stale_cache(path: Path, names: np.ndarray, sizes: np.ndarray, settings: np.ndarray) -> str | None:
+    """Why the OFF cache at ``path`` does not match the meshes and settings now, or None when it does."""
+    try:
+        with np.load(path) as z:
+            if not {"files", "sizes", "settings", "points", "label"} <= set(z.files):
+                return "written by an older version (it does not record the meshes it was built from)"
+            old_names, old_sizes, old_settings = z["files"], z["sizes"], z["settings"]
+            if len(z["points"]) != len(old_names):
+                return f"holds {len(z['points'])} clouds for {len(old_names)} meshes (corrupt)"
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        return f"unreadable (truncated or corrupt: {type(e).__name__}: {e})"
+    if list(old_settings) != list(settings):
+        return f"built with {list(old_settings)}, now {list(settings)}"
+    before, now = dict(zip(old_names.tolist(), old_sizes.tolist())), dict(zip(names.tolist(), sizes.tolist()))
+    if before == now and list(old_names) == list(names):
+        return None
+    added, removed = len(now.keys() - before.keys()), len(before.keys() - now.keys())
+    changed = sum(1 for k in now.keys() & before.keys() if now[k] != before[k])
+    return (f"built from {len(before)} meshes, the folder now has {len(now)} ({added} added, {removed} removed, "
+            f"{changed} changed in size)")
 
 
 class ModelNet10(ModelNet40):

@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 from i2p.io import check_points
 
 from .base import SPLITS, VoxelDataModule
-from .dataset import FEATURE_CHANNELS, PointCloudDataset, collate_voxels, seed_worker, single_thread
+from .dataset import FEATURE_CHANNELS, PointCloudDataset, collate_voxels, draw_key, single_thread
+from .sampling import Draw
 
 __all__ = ["IGNORE_INDEX", "SEG_FEATURE_CHANNELS", "seg_feature_parts", "SegmentationDataset",
            "collate_segmentation", "SegmentationDataModule"]
@@ -117,15 +118,17 @@ class SegmentationDataset(PointCloudDataset):
         rep = torch.from_numpy(old_to_new_point[rep.numpy()[keep]])
         return coords[keep], rep, torch.from_numpy(point_voxel[kept_points]), sample
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | Draw) -> dict:
         from i2p.sparse import sparse_quantize
 
-        sample = self.prepare(index)
+        index, epoch = draw_key(key)
+        sample = self.prepare(index, epoch)
         pts = np.ascontiguousarray(sample["points"], dtype=np.float32)
         with single_thread():
             coords, rep, inverse = sparse_quantize(torch.from_numpy(pts), self.voxel_size)
         if self.max_voxels is not None and not self.deterministic and len(coords) > self.max_voxels:
-            coords, rep, inverse, sample = self._cap(coords, rep, inverse, sample, self._generator(index))
+            rng = self.generator(index, epoch).spawn(1)[0]  # a stream of its own, beside the augmentation's
+            coords, rep, inverse, sample = self._cap(coords, rep, inverse, sample, rng)
             pts = np.ascontiguousarray(sample["points"], dtype=np.float32)
         rep_np = rep.numpy()
         try:
@@ -170,6 +173,7 @@ class SegmentationDataModule(VoxelDataModule):
 
     #: category id -> its part ids, for part segmentation (None otherwise)
     category_parts: list[list[int]] | None = None
+    collate = staticmethod(collate_segmentation)
 
     def __init__(self, features: str = "xyz", ignore_index: int = IGNORE_INDEX, max_voxels: int | None = None,
                  num_points: int | None = None, normalize: bool = False, augmentation: str | Callable | None = "none",
@@ -227,18 +231,6 @@ class SegmentationDataModule(VoxelDataModule):
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
         for split in splits.get(stage or "", SPLITS):
             self.dataset(split)
-
-    def _loader(self, dataset: PointCloudDataset, batch_size: int, **kwargs: Any) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            num_workers=self.num_workers,
-            collate_fn=collate_segmentation,
-            worker_init_fn=seed_worker,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-            **kwargs,
-        )
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")

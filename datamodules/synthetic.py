@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,17 @@ def generate_split(
         points[i] = generate_shape(int(labels[i]), classes, rng, num_points, partial_prob, noise, max_tilt_deg,
                                    anisotropy)
     return {"points": points, "label": labels}
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """A cached split, or None (with a warning) when the file is unreadable: it is then regenerated."""
+    try:
+        with np.load(path) as z:
+            return {"points": z["points"], "label": z["label"]}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        warnings.warn(f"{path}: unreadable cache (truncated or corrupt: {type(e).__name__}: {e}); regenerating it",
+                      stacklevel=3)
+        return None
 
 
 class SyntheticShapes(ArrayDataModule):
@@ -130,9 +143,9 @@ class SyntheticShapes(ArrayDataModule):
             if self.cache_dir is not None:
                 digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
                 path = Path(self.cache_dir) / f"synthetic_{split}_{digest}.npz"
-            if path is not None and path.is_file():
-                with np.load(path) as z:
-                    _MEMORY[key] = {"points": z["points"], "label": z["label"]}
+            cached = _read_cache(path) if path is not None and path.is_file() else None
+            if cached is not None:
+                _MEMORY[key] = cached
             else:
                 start = time.perf_counter()
                 _MEMORY[key] = generate_split(self.sizes[split], split, self.data_seed, self.shape_classes,

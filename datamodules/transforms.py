@@ -68,15 +68,19 @@ class Compose:
 class NormalizeUnitSphere:
     """Centre on the centroid and scale so the farthest point lies on the unit sphere.
 
-    The paper's voxel size 0.05 assumes unit-sphere shapes; deterministic, rng unused.
+    The paper's voxel size 0.05 assumes unit-sphere shapes; deterministic, rng unused. Computed in
+    float64 after dividing by the largest coordinate, so a cloud in any unit (1e20 or 1e-20) comes
+    out the same: squaring float32 coordinates above ~1e19 overflows and used to collapse the
+    whole cloud onto one voxel at the origin.
     """
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        pts = np.asarray(sample["points"], dtype=np.float32)
+        pts = np.asarray(sample["points"], dtype=np.float64)
         pts = pts - pts.mean(axis=0, keepdims=True)
-        radius = float(np.sqrt((pts**2).sum(axis=1)).max()) if len(pts) else 0.0
-        if radius > 0:
-            pts = pts / radius
+        scale = float(np.abs(pts).max()) if len(pts) else 0.0
+        if scale > 0:
+            pts = pts / scale
+            pts = pts / float(np.sqrt((pts**2).sum(axis=1)).max())
         return {**sample, "points": pts.astype(np.float32)}
 
     def __repr__(self) -> str:

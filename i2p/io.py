@@ -9,7 +9,11 @@ parsed here, not by open3d, because ModelNet ships files whose first line is ``O
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tempfile
+import threading
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +25,16 @@ from i2p.optional import require
 
 __all__ = [
     "require_open3d", "require_h5py", "read_label_file", "write_label_file", "atomic_path",
-    "atomic_write_bytes", "atomic_save_npz", "check_points", "read_off", "write_off", "to_o3d_mesh",
-    "read_mesh", "write_mesh", "sample_surface", "read_point_cloud", "write_point_cloud", "read_h5",
+    "atomic_write_bytes", "atomic_save_npz", "TEMP_MARK", "stale_temp_files", "remove_stale_temp_files",
+    "check_points", "read_off", "write_off", "to_o3d_mesh",
+    "read_mesh", "write_mesh", "sample_surface", "POINT_CLOUD_FORMATS", "read_point_cloud", "write_point_cloud",
+    "read_h5",
     "write_h5",
 ]
 
 PathLike = str | os.PathLike
+#: what ``read_point_cloud`` reads: numpy formats here, ``.ply`` / ``.pcd`` through open3d
+POINT_CLOUD_FORMATS = (".npz", ".npy", ".txt", ".xyz", ".csv", ".ply", ".pcd")
 
 
 def require_open3d() -> Any:
@@ -59,22 +67,97 @@ def write_label_file(path: PathLike, names: Sequence[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- atomic files
+#: ``atomic_path`` names its temporary files ``.<name>.<random>.tmp<suffix>`` beside the target
+TEMP_MARK = ".tmp"
+_UMASK_LOCK = threading.Lock()
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the target's own mode when it exists (a
+    rewrite keeps it), else ``0o666`` less the process umask (``mkstemp`` alone gives 0600).
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        pass
+    with _UMASK_LOCK:  # reading the umask means setting it; keep the window closed to other threads
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix) and rename it onto ``path`` on success,
     so readers never see half a file and a crash leaves no partial file behind.
+
+    The temporary file sits in the target's folder (never ``TMPDIR``), so the final ``os.replace``
+    is a rename on one filesystem, not a copy a kill can cut short. The file gets the user's umask
+    (or the replaced file's mode) and, with ``fsync``, reaches the disk before the rename. A
+    ``SIGKILL`` can still leave the temporary file: ``remove_stale_temp_files`` clears them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    mode = _new_file_mode(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{path.suffix}")
     os.close(fd)
     try:
+        os.chmod(tmp, mode)
         yield Path(tmp)
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if fsync:
+            _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: some filesystems refuse directory fds)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stale_temp_files(folder: PathLike, name: str | None = None) -> list[Path]:
+    """Temporary files ``atomic_path`` left in ``folder`` (all, or those of target ``name``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}" + re.escape(TEMP_MARK) + r"(\.[^.]*)?")
+    found = []
+    for p in folder.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_file() and (name is None or m.group("target") == name):
+            found.append(p)
+    return sorted(found)
+
+
+def remove_stale_temp_files(folder: PathLike, name: str | None = None) -> list[Path]:
+    """Delete what a killed writer left in ``folder`` (see ``stale_temp_files``); returns them.
+
+    Call it only where no other process is writing into ``folder`` at the moment (e.g. a run's own
+    checkpoint folder before its fit starts).
+    """
+    removed = []
+    for p in stale_temp_files(folder, name):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
@@ -104,7 +187,12 @@ def check_points(points: np.ndarray, where: str, field: str = "points") -> np.nd
         bad = int(np.flatnonzero(~finite)[0])
         raise ValueError(f"{where}: field '{field}' has NaN/Inf coordinates (first at point {bad}), expected finite "
                          f"values")
-    return pts.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # reported below, naming the file
+        out = pts.astype(np.float32, copy=False)
+    if not np.isfinite(out).all():  # finite as float64, infinite as float32
+        raise ValueError(f"{where}: field '{field}' has coordinates up to {float(np.abs(pts).max()):.3g}, beyond the "
+                         f"float32 range (3.4e38) the clouds are stored in; expected values of a sane scale")
+    return out
 
 
 # ----------------------------------------------------------------------------- OFF meshes
@@ -241,18 +329,29 @@ def read_point_cloud(path: PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"point cloud file not found: {path}")
     ext = path.suffix.lower()
+    if ext not in POINT_CLOUD_FORMATS:
+        raise ValueError(f"{path}: unsupported point-cloud format {ext!r}; expected one of {POINT_CLOUD_FORMATS}")
     out: dict[str, np.ndarray] = {}
     if ext == ".npz":
-        with np.load(path) as z:
-            if "points" not in z:
-                raise ValueError(f"{path}: field 'points' missing, expected an [P, 3] array")
-            out = {k: np.asarray(z[k]) for k in ("points", "colors", "normals") if k in z}
+        try:
+            with np.load(path) as z:
+                if "points" not in z:
+                    raise ValueError(f"{path}: field 'points' missing (has {sorted(z.files)}), expected an [P, 3] "
+                                     "array")
+                out = {k: np.asarray(z[k]) for k in ("points", "colors", "normals") if k in z}
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            raise ValueError(f"{path}: cannot read the .npz archive (truncated or corrupt: {e})") from None
+        except ValueError as e:
+            if str(path) in str(e):
+                raise
+            raise ValueError(f"{path}: cannot read the .npz arrays ({e}); object arrays (pickles) are "
+                             "refused") from None
     elif ext in (".npy", ".txt", ".xyz", ".csv"):
         try:
             arr = np.load(path) if ext == ".npy" else np.loadtxt(path, delimiter="," if ext == ".csv" else None,
                                                                  ndmin=2)
-        except ValueError as e:
-            raise ValueError(f"{path}: cannot parse point cloud ({e})") from None
+        except (ValueError, EOFError, OSError) as e:
+            raise ValueError(f"{path}: cannot parse point cloud ({e}); pickled (object) arrays are refused") from None
         if arr.ndim != 2 or arr.shape[1] < 3:
             raise ValueError(f"{path}: array has shape {arr.shape}, expected [P, 3+] (x y z [r g b])")
         out["points"] = arr[:, :3]
@@ -260,6 +359,9 @@ def read_point_cloud(path: PathLike) -> dict[str, np.ndarray]:
             out["colors"] = arr[:, 3:6]
     else:
         pcd = require_open3d().io.read_point_cloud(str(path))
+        if not pcd.has_points():  # open3d returns an empty cloud, with a console warning, on a bad file
+            raise ValueError(f"{path}: open3d read no points: an empty, corrupt or truncated {ext} file (or a mesh "
+                             "without vertices)")
         out["points"] = np.asarray(pcd.points)
         if pcd.has_colors():
             out["colors"] = np.asarray(pcd.colors)

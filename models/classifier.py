@@ -254,7 +254,8 @@ class PointClassifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         rank_zero_info(f"[PointClassifier] {self.regime_summary}")
         frozen = not self.regime.train_copied_kernels
-        if self.regime.needs_pretrained and frozen and not self.hparams.pretrained:
+        resumed = self._trainer is not None and self.trainer.ckpt_path  # the weights come from the checkpoint
+        if self.regime.needs_pretrained and frozen and not self.hparams.pretrained and not resumed:
             rank_zero_warn(f"regime {self.regime.name!r} without pretrained weights trains on frozen random layers")
 
     # ----------------------------------------------------------- optimization

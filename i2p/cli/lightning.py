@@ -4,25 +4,34 @@ Configs name classes with ``class_path``/``init_args``; ``num_classes`` and the 
 come from the DataModule (argument links). The project's defaults (seed, checkpoints ``last`` +
 best ``val/acc``, the W&B logger that goes offline without credentials) are YAML,
 ``configs/defaults.yaml``, read before any ``--config``; what stays code is behaviour (links,
-``name:`` folders, the sparse sync-BN plugin, the rich progress bar).
+``name:`` folders, the sparse sync-BN plugin, the rich progress bar, and resuming: see
+``i2p/cli/resume.py`` for how ``--ckpt_path`` is resolved and checked, ``callbacks/checkpoint.py``
+and ``callbacks/resume.py`` for what a checkpoint holds and how a kill or pre-emption ends).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+from lightning_fabric.plugins import CheckpointIO
+from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from callbacks.checkpoint import AtomicCheckpointIO, Checkpoint
+from callbacks.resume import RUN_KEY, ResumeState
 from i2p.cli.configs import DEFAULTS
+from i2p.cli.resume import CLIError, default_run_name, model_overrides, peek_checkpoint, resolve_last
 from i2p.io import atomic_write_bytes
 
-__all__ = ["I2PCLI", "LogConfigCallback", "run_lightning", "parse_config", "SUBCOMMANDS"]
+__all__ = ["I2PCLI", "I2PArgumentParser", "LogConfigCallback", "ConfigError", "one_line_parser_error",
+           "run_lightning", "parse_config", "SUBCOMMANDS"]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -40,8 +49,50 @@ class LogConfigCallback(SaveConfigCallback):
             atomic_write_bytes(Path(run_dir, self.config_filename), text.encode())
 
 
+class ConfigError(CLIError):
+    """A class of the config refused its arguments; the message is the class's own."""
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost cause: jsonargparse wraps a class's ValueError in "Does not validate against any
+    of the Union subtypes" errors, which would otherwise be the last line printed.
+    """
+    seen = {id(error)}
+    while error.__cause__ is not None and id(error.__cause__) not in seen:
+        error = error.__cause__
+        seen.add(id(error))
+    return error
+
+
+_UNION_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+                "- Expected a <class 'NoneType'>")
+
+
+def one_line_parser_error(message: str) -> str:
+    """The parser's message without jsonargparse's Union scaffolding (the subtypes tried, the value echoed), on one
+    line: ``Parser key "data": ... Parser key "batch_size": Expected a <class 'int'>. Got value: abc``.
+    """
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    kept = [ln[2:] if ln.startswith("- ") else ln for ln in lines if not ln.startswith(_UNION_NOISE)]
+    return " ".join(kept) or message.strip()
+
+
+class I2PArgumentParser(LightningArgumentParser):
+    """Parse errors end the output with one line (not the whole usage, then a nested Union report)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        from jsonargparse._common import debug_mode_active
+
+        if not self.exit_on_error or debug_mode_active():
+            super().error(message, ex)
+        self._logger.error(message)
+        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
+        sys.stderr.write(f"tip: `{prog} --help` lists the options\n{prog}: error: {one_line_parser_error(message)}\n")
+        sys.exit(2)
+
+
 class I2PCLI(LightningCLI):
-    """LightningCLI with the project's links and defaults."""
+    """LightningCLI with the project's links, defaults and resume rules (``i2p/cli/resume.py``)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -49,41 +100,127 @@ class I2PCLI(LightningCLI):
             type=str | None,
             default=None,
             help="Experiment name: checkpoints go to runs/<name>/checkpoints (unless checkpoint.dirpath is set) "
-            "and the W&B run is called <name>.",
+            "and the W&B run is called <name>. Default: the --config file (experiments/a/b.yaml -> a/b).",
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")  # defaults: configs/defaults.yaml
+        parser.add_argument(
+            "--allow_fresh",
+            type=bool,
+            default=False,
+            help="With --ckpt_path last: start the run from scratch when it has no checkpoint yet (default: an "
+            "error). Lets a cluster script repeat one command on every (re)start.",
+        )
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")  # defaults: configs/defaults.yaml
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.target_names", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
 
-    def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        init = getattr(cfg.get("model"), "init_args", None)
-        if self.subcommand in ("validate", "test", "predict") and cfg.get("ckpt_path") and init is not None:
-            if init.get("pretrained"):  # the checkpoint holds the weights: no 2D file or download needed
-                init.pretrained = False
-        name = cfg.get("name")
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._argv = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
+    # ------------------------------------------------------------------ run name and --ckpt_path
+    def _apply_run_name(self, cfg: Any) -> None:
+        """``name:`` (or the run file's name) -> checkpoint folder and W&B run name."""
+        name = cfg.get("name") or default_run_name(cfg.get("config"))
         if not name:
             return
+        cfg.name = name
         if cfg.get("checkpoint") is not None and not cfg.checkpoint.get("dirpath"):
-            cfg.checkpoint.dirpath = str(Path("runs") / name / "checkpoints")
-        logger = cfg.trainer.get("logger")
-        init = getattr(logger, "init_args", None)
+            cfg.checkpoint.dirpath = str(Path(self._runs_root(cfg)) / name / "checkpoints")
+        init = getattr(cfg.trainer.get("logger"), "init_args", None)
         if init is not None and "name" in init and not init.get("name"):
             init.name = name
 
+    @staticmethod
+    def _runs_root(cfg: Any) -> str:
+        init = getattr(cfg.trainer.get("logger"), "init_args", None)
+        return str((init.get("save_dir") if init is not None else None) or "runs")
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last``, check the checkpoint, and merge its model settings (only those
+        the command did not give; a contradicting architecture is an error). Replaces Lightning's
+        version, which lets the checkpoint override explicit flags and reads every tensor to do so.
+        """
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        cfg = self.config[sub]
+        self._apply_run_name(cfg)
+        self._resume_run: dict[str, Any] = {}
+        self._ckpt_class_names = None
+        ckpt = cfg.get("ckpt_path")
+        if not ckpt or ckpt in ("best", "hpc", "registry") or str(ckpt).startswith("registry:") or "://" in str(ckpt):
+            return  # Lightning's own keywords, remote files (fsspec)
+        if ckpt == "last":
+            folder = cfg.checkpoint.get("dirpath") if cfg.get("checkpoint") is not None else None
+            if not folder:
+                raise CLIError("--ckpt_path last needs a run name to find its checkpoints: give --name or --config")
+            path = resolve_last(folder, cfg.get("name"), self._runs_root(cfg), bool(cfg.get("allow_fresh")))
+            cfg.ckpt_path = str(path) if path is not None else None
+            if path is None:
+                print(f"i2p {sub}: run {cfg.get('name')!r} has no checkpoint in {folder} yet: starting it fresh "
+                      "(--allow_fresh)", file=sys.stderr)
+                return
+        checkpoint = peek_checkpoint(cfg.ckpt_path)
+        self._resume_run = dict(checkpoint.get(RUN_KEY) or {})
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        self._ckpt_class_names = hparams.get("class_names")
+        if not hparams:
+            return
+        class_path, take = model_overrides(cfg.get("model"), hparams, self._argv, cfg.ckpt_path)
+        if class_path and take:
+            self.config = self.parser.parse_object({sub: {"model": {"class_path": class_path, "init_args": take}}},
+                                                   self.config)
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        init = getattr(cfg.get("model"), "init_args", None)
+        if cfg.get("ckpt_path") and init is not None and init.get("pretrained"):
+            init.pretrained = False  # the checkpoint holds the weights: no 2D file, no download
+        logger = getattr(cfg.get("trainer"), "get", lambda _k: None)("logger")
+        linit = getattr(logger, "init_args", None)
+        wandb_id = getattr(self, "_resume_run", {}).get("wandb_id")
+        if self.subcommand == "fit" and wandb_id and linit is not None and "id" in linit and not linit.get("id"):
+            linit.id = wandb_id  # the resumed fit continues the same W&B run
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as e:
+            cause = _root_cause(e)
+            if cause is e and "Does not validate against any of the Union subtypes" not in str(e):
+                raise
+            raise ConfigError(f"{type(cause).__name__}: {cause}") from cause
+
+    def after_instantiate_classes(self) -> None:
+        stored = getattr(self, "_ckpt_class_names", None)
+        data_names = getattr(getattr(self, "datamodule", None), "class_names", None)
+        if stored is not None and data_names is not None and list(stored) != list(data_names):
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
+            raise CLIError(f"{cfg.get('ckpt_path')} was trained on the classes {list(stored)}, but the data has "
+                           f"{list(data_names)}: the predictions would be named wrongly")
+        super().after_instantiate_classes()
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
+        plugins = cfg.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if cfg.get("sync_batchnorm"):  # Lightning's torch.nn.SyncBatchNorm cannot take SparseTensors
             from models.sync_batchnorm import SparseSyncBatchNorm
 
-            plugins = cfg.get("plugins") or []
-            plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
             if not any(isinstance(p, SparseSyncBatchNorm) for p in plugins):
-                kwargs["plugins"] = [*plugins, SparseSyncBatchNorm()]
+                plugins.append(SparseSyncBatchNorm())
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())  # checkpoints renamed into place, never half-written
+        if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+            plugins.append(SLURMEnvironment(auto_requeue=False))  # Checkpoint saves and requeues on SIGUSR1
+        kwargs["plugins"] = plugins
         callbacks = list(cfg.get("callbacks") or [])
         if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, RichProgressBar()]
+            callbacks.append(RichProgressBar())
+        if not any(isinstance(c, ResumeState) for c in callbacks):
+            callbacks.append(ResumeState())
+        kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
 
@@ -93,8 +230,10 @@ def run_lightning(args: Sequence[str] | None = None, cli_class: type[I2PCLI] = I
     kwargs.setdefault("save_config_callback", LogConfigCallback)
     kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False, "config_filename": "i2p_config.yaml"})
     kwargs.setdefault("auto_configure_optimizers", False)
+    kwargs.setdefault("parser_class", I2PArgumentParser)
     defaults = {"default_config_files": [str(DEFAULTS)]}
-    kwargs.setdefault("parser_kwargs", {"description": description, **{c: defaults for c in SUBCOMMANDS}})
+    kwargs.setdefault("parser_kwargs", {"prog": "i2p", "description": description,
+                                        **{c: defaults for c in SUBCOMMANDS}})
     return cli_class(args=None if args is None else list(args), **kwargs)
 
 

@@ -33,7 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in EXTRA_COMMANDS:
         module = importlib.import_module(EXTRA_COMMANDS[args[0]][0])
         return int(module.main(args[1:]) or 0)
-    from i2p.cli.lightning import run_lightning  # Lightning's import cost only for its subcommands
+    from callbacks.checkpoint import CheckpointError  # Lightning's import cost only for its subcommands
+    from i2p.cli.lightning import run_lightning
+    from i2p.cli.resume import CLIError
 
-    run_lightning(None if argv is None else args, description=description())
+    try:
+        run_lightning(None if argv is None else args, description=description())
+    except (CLIError, CheckpointError) as e:  # bad input the user can fix: one line, no traceback
+        command = next((a for a in args if not a.startswith("-")), "")
+        print(f"i2p {command}: error: {e}", file=sys.stderr, flush=True)
+        return 2
     return 0

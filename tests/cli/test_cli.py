@@ -7,7 +7,6 @@ import torch
 
 from i2p.cli import main
 from i2p.cli.lightning import run_lightning
-from i2p.cli.logger import wandb_has_credentials, wandb_offline_default
 from tests.helpers.classifier import CLASSES, tiny_pretrained_2d, write_config
 
 
@@ -18,22 +17,6 @@ def test_help_lists_trainer_and_extra_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("fit", "validate", "test", "predict", "pretrain2d", "inflate", "demo"):
         assert cmd in out
-
-
-def test_wandb_offline_unless_credentials(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("NETRC", raising=False)
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    assert not wandb_has_credentials() and wandb_offline_default()
-    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
-    assert wandb_has_credentials() and not wandb_offline_default()
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    assert wandb_offline_default()
-    monkeypatch.delenv("WANDB_MODE")
-    (tmp_path / ".netrc").unlink()
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert not wandb_offline_default()
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """i2p.io: OFF (with ModelNet's glued header), point clouds, meshes, h5, label files, errors naming files."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -123,3 +125,51 @@ def test_label_files(tmp_path):
     p.write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         io.read_label_file(p)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_files_follow_the_umask(tmp_path, umask, mode):
+    import os
+
+    old = os.umask(umask)
+    try:
+        io.atomic_write_bytes(tmp_path / "cache.json", b"{}")
+        io.write_label_file(tmp_path / "names.txt", ["a"])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "cache.json").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "names.txt").stat().st_mode & 0o777 == mode
+
+
+def test_atomic_rewrite_keeps_the_mode_and_never_uses_tmpdir(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "tmpdir"
+    elsewhere.mkdir()
+    monkeypatch.setenv("TMPDIR", str(elsewhere))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    target = tmp_path / "data" / "x.npz"
+    io.atomic_save_npz(target, a=np.zeros(3))
+    target.chmod(0o640)
+    with io.atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".npz"  # beside the target: a rename, not a copy
+        np.savez(tmp, a=np.ones(3))
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert list(elsewhere.iterdir()) == [] and io.stale_temp_files(target.parent) == []
+
+
+def test_stale_temp_files_of_killed_writers(tmp_path):
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(tmp_path / "last.ckpt") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("a failure (not a kill) removes its temporary file")
+    assert io.stale_temp_files(tmp_path) == []
+    import tempfile
+
+    left = [tempfile.mkstemp(dir=tmp_path, prefix=f".{n}.", suffix=f".tmp{Path(n).suffix}")[1]
+            for n in ("last.ckpt", "cache.npz")]  # what a SIGKILL mid-write leaves
+    (tmp_path / ".hidden").write_text("not ours")
+    (tmp_path / "last.ckpt").write_text("a real file")
+    assert [p.name for p in io.stale_temp_files(tmp_path, "last.ckpt")] == [Path(left[0]).name]
+    assert sorted(map(str, io.remove_stale_temp_files(tmp_path))) == sorted(left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "last.ckpt"]

@@ -67,7 +67,7 @@ def test_votes_average_the_logits_of_transformed_views(dm, model, batch):
 def test_views_do_not_depend_on_the_batch_they_are_in(dm, batch):
     full = batch
     single = next(iter(torch.utils.data.DataLoader(dm.dataset("test"), batch_size=1, sampler=[3],
-                                                   collate_fn=dm._loader(dm.dataset("test"), 1).collate_fn)))
+                                                   collate_fn=dm.collate)))
     a, b = dm.vote_views(full, 2)[0], dm.vote_views(single, 2)[0]
     assert torch.equal(a.coords[a.coords[:, 0] == 3][:, 1:], b.coords[:, 1:])
 
