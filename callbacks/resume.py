@@ -30,7 +30,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 __all__ = ["RUN_KEY", "RESUME_KEY", "get_rng_state", "set_rng_state", "rebuild_schedules", "ResumeState"]
 
-RUN_KEY = "i2p_run"  # {"wandb_id": ..., "wandb_project": ...}
+RUN_KEY = "i2p_run"  # {"wandb_id", "wandb_project", "wandb_group"}; the CLI adds the experiment "name"
 RESUME_KEY = "i2p_resume"  # {"rng": ..., "max_epochs": ..., "max_steps": ...}
 
 
@@ -95,7 +95,11 @@ class ResumeState(Callback):
                                   "max_steps": trainer.max_steps}
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                checkpoint[RUN_KEY] = {"wandb_id": str(logger.version), "wandb_project": str(logger.name)}
+                group = getattr(logger, "_wandb_init", {}).get("group")
+                run = {"wandb_id": str(logger.version), "wandb_project": str(logger.name)}
+                if isinstance(group, str):
+                    run["wandb_group"] = group
+                checkpoint.setdefault(RUN_KEY, {}).update(run)
                 break
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.trainer.states import TrainerFn
 
@@ -85,7 +86,8 @@ class TimeToAccuracy(Callback):
             v = float(value)
             for t in self.thresholds:
                 key = f"{t:g}"
-                hit = v >= t if self.mode == "max" else v <= t
+                t_cmp = _in_precision_of(value, t)  # 7/10 as float32 (0.69999999) reaches a 0.7 threshold
+                hit = v >= t_cmp if self.mode == "max" else v <= t_cmp
                 if key not in self.reached and math.isfinite(v) and hit:
                     new[key] = {
                         "epoch": trainer.current_epoch, "step": trainer.global_step,
@@ -116,3 +118,12 @@ class TimeToAccuracy(Callback):
         self.reached = dict(state_dict.get("reached", {}))
         self._offset = float(state_dict.get("elapsed", 0.0))
         self._t0 = None  # restarted in on_fit_start; resume adds the saved elapsed time
+
+
+def _in_precision_of(value: Any, threshold: float) -> float:
+    """``threshold`` rounded to the precision of ``value`` (a float32 metric tensor compares with the
+    float32 nearest the threshold, not with the float64 one it may fall just short of).
+    """
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return float(torch.tensor(threshold, dtype=value.dtype))
+    return float(threshold)

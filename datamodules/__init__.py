@@ -1,12 +1,14 @@
 """Point-cloud DataModules: voxelised, augmented, collated SparseTensor batches.
 
-A config names a class as ``datamodules.ModelNet40``; a new data set is one
-``VoxelDataModule`` subclass (see docs/adding_a_dataset.md); per-point labels subclass
-``SegmentationDataModule`` (docs/segmentation.md).
+A config names a class as ``datamodules.ModelNet40``. Your own files in class folders need no
+code (``datamodules.PointCloudFolder``); another format is one ``VoxelDataModule`` subclass
+(docs/adding_a_dataset.md); per-point labels subclass ``SegmentationDataModule``
+(docs/segmentation.md).
 """
 
 from .base import VoxelDataModule
 from .dataset import PointCloudDataset, collate_voxels
+from .folder import PointCloudFolder
 from .memory import ArrayDataModule
 from .modelnet import ModelNet10, ModelNet40
 from .rooms import SyntheticRooms
@@ -22,6 +24,7 @@ __all__ = [
     "ArrayDataModule",
     "PointCloudDataset",
     "collate_voxels",
+    "PointCloudFolder",
     "SyntheticShapes",
     "ModelNet40",
     "ModelNet10",

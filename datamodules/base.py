@@ -15,6 +15,7 @@ evaluation sample exactly once under DDP.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Sampler
 
 from .dataset import PointCloudDataset, collate_voxels, feature_channels
@@ -31,9 +33,33 @@ from .subsets import Episode, episode_classes, episode_indices, few_shot_indices
 from .transforms import Transform, build_transforms
 from .voting import vote_views
 
-__all__ = ["SPLITS", "VoxelDataModule"]
+__all__ = ["SPLITS", "PREPROCESSING", "usable_workers", "VoxelDataModule"]
 
 SPLITS = ("train", "val", "test")
+#: the init arguments that decide what a model sees (stored in checkpoints, reused by predict/test)
+PREPROCESSING = ("voxel_size", "num_points", "features", "normalize")
+
+
+def _plain(value: Any) -> bool:
+    """Plain data (what a ``weights_only`` checkpoint load and a YAML dump accept)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def usable_workers(num_workers: int) -> int:
+    """``num_workers`` capped at the cores this process may use (its CPU affinity, which SLURM and
+    containers set): more workers than cores only slow loading down, and torch warns about it.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_workers > cores:
+        rank_zero_info(f"[data] num_workers {num_workers} > {cores} usable cores: using {cores}")
+        return cores
+    return max(0, int(num_workers))
 
 
 class VoxelDataModule(pl.LightningDataModule):
@@ -100,6 +126,15 @@ class VoxelDataModule(pl.LightningDataModule):
         class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        # Every init argument (of the subclass too) goes into checkpoints as Lightning's
+        # ``datamodule_hyper_parameters``: the preprocessing `i2p predict` and `i2p test` reuse.
+        # Not logged by Lightning (the CLI logs them flattened as ``data/<key>``); plain data only.
+        frame = inspect.currentframe()
+        self.save_hyperparameters(frame=frame, logger=False)
+        objects = [k for k, v in self.hparams.items() if not _plain(v)]
+        if objects:  # e.g. a transforms.Compose passed from Python: not storable as plain data
+            self.save_hyperparameters(ignore=objects, frame=frame, logger=False)
+        del frame
         if voxel_size <= 0:
             raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
         episode = Episode.coerce(episode)
@@ -114,7 +149,7 @@ class VoxelDataModule(pl.LightningDataModule):
         self.vote_transform: Transform = build_transforms(vote_augmentation, self.up_axis)
         self.episode = episode
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.drop_last = num_workers, drop_last
+        self.num_workers, self.drop_last = usable_workers(num_workers), drop_last
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.few_shot, self._few_shot_seed = few_shot, few_shot_seed
         self.train_fraction, self.stratified, self._seed = train_fraction, stratified, seed

@@ -46,8 +46,8 @@ MODELNET10_CLASSES = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "
 H5_URL = "https://shapenet.cs.stanford.edu/media/modelnet40_ply_hdf5_2048.zip"
 H5_DIR = "modelnet40_ply_hdf5_2048"
 OFF_CACHE_FORMAT = 2  # of the OFF sample cache; a new number rebuilds old caches
-RAW_URLS = {"ModelNet40": "http://modelnet.cs.princeton.edu/ModelNet40.zip",
-            "ModelNet10": "http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"}
+RAW_URLS = {"ModelNet40": "https://modelnet.cs.princeton.edu/ModelNet40.zip",
+            "ModelNet10": "https://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"}
 
 
 def _sample_mesh(job: tuple[str, int, int]) -> np.ndarray:
@@ -62,7 +62,11 @@ class ModelNet40(ArrayDataModule):
     Args:
         root: data folder (see the module docstring for the layouts searched).
         format: ``"h5"`` or ``"off"``.
-        download: fetch the official zip into ``root`` when the files are missing.
+        download: fetch the zip into ``root`` when the files are missing (never any network otherwise).
+        url: where to fetch it (default: the official URL, ``H5_URL`` / ``RAW_URLS``; the HDF5 one
+            is reported dead by several projects: give a mirror).
+        archive: a local copy of the zip to unzip instead of downloading (no network).
+        md5: checksum of the zip, checked before it is unzipped (recommended with a mirror).
         mesh_points: points sampled per mesh (``off`` only).
         cache_dir: where the sampled meshes are cached (``off`` only; default ``root``).
         preprocess_workers: processes for the one-time mesh sampling (0 = this process).
@@ -77,6 +81,9 @@ class ModelNet40(ArrayDataModule):
         root: str = "data/modelnet",
         format: str = "h5",
         download: bool = False,
+        url: str | None = None,
+        archive: str | None = None,
+        md5: str | None = None,
         mesh_points: int = 2048,
         cache_dir: str | None = None,
         preprocess_workers: int = 0,
@@ -86,6 +93,7 @@ class ModelNet40(ArrayDataModule):
             raise ValueError(f"format must be 'h5' or 'off', got {format!r}")
         super().__init__(**kwargs)
         self.root, self.format, self.download = Path(root), format, download
+        self.url, self.archive, self.md5 = url, archive, md5
         self.mesh_points, self.preprocess_workers = mesh_points, preprocess_workers
         self.cache_dir = Path(cache_dir) if cache_dir else self.root
 
@@ -93,11 +101,12 @@ class ModelNet40(ArrayDataModule):
     def prepare_data(self) -> None:
         """Download (if asked) and preprocess raw meshes; Lightning runs it once per node."""
         if self.format == "h5":
-            if self.download and self._h5_dir() is None:
-                download_and_extract(H5_URL, self.root)
+            if (self.download or self.archive) and self._h5_dir() is None:
+                download_and_extract(self.url or H5_URL, self.root, md5=self.md5, archive=self.archive)
         else:
-            if self.download and self._raw_dir() is None:
-                download_and_extract(RAW_URLS[self.dataset_name], self.root)
+            if (self.download or self.archive) and self._raw_dir() is None:
+                download_and_extract(self.url or RAW_URLS[self.dataset_name], self.root, md5=self.md5,
+                                     archive=self.archive)
             for split in ("train", "test"):
                 self._off_cache(split)
 
@@ -115,7 +124,8 @@ class ModelNet40(ArrayDataModule):
     def _missing(self, what: str, url: str) -> FileNotFoundError:
         return FileNotFoundError(
             f"{self.dataset_name} ({self.format}): {what} not found under {self.root.resolve()}. "
-            f"Expected {self._layout()}. Get it with download=True, or download {url} and unzip it into {self.root}."
+            f"Expected {self._layout()}. Get it with download: true (url: a mirror, md5: its checksum), "
+            f"archive: a local copy of the zip, or unzip {url} (or a mirror of it) into {self.root}."
         )
 
     def _layout(self) -> str:

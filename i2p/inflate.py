@@ -18,19 +18,26 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Literal, get_args
 
 import torch
 
 __all__ = [
-    "KERNEL_MODES", "SHORTCUTS", "DEPTH_AXES", "AXIS_ALIASES", "PLANE_AXES", "InflateConfig",
+    "KernelMode", "Shortcut", "DepthAxis", "KERNEL_MODES", "SHORTCUTS", "DEPTH_AXES", "AXIS_ALIASES", "PLANE_AXES",
+    "InflateConfig",
     "normalize_depth_axis", "kernel_index", "inflate_kernel", "pointwise_kernel",
     "repeat_kernel", "inflate_state_dict", "inflate_entry", "is_shortcut_key",
 ]
 
-KERNEL_MODES = ("copy", "inflate", "center")
-SHORTCUTS = ("repeat", "point")
+KernelMode = Literal["copy", "inflate", "center"]
+Shortcut = Literal["repeat", "point"]
+#: x/y/z or the official code's names (note: its `z-axis` is depth y)
+DepthAxis = Literal["y", "z", "x", "z-axis", "y-axis", "x-axis"]
+KERNEL_MODES: tuple[str, ...] = get_args(KernelMode)
+SHORTCUTS: tuple[str, ...] = get_args(Shortcut)
 DEPTH_AXES = ("y", "z", "x")
 AXIS_ALIASES = {"z-axis": "y", "y-axis": "z", "x-axis": "x"}
+assert get_args(DepthAxis) == DEPTH_AXES + tuple(AXIS_ALIASES)
 #: depth axis -> (axis that image rows land on, axis that image columns land on)
 PLANE_AXES = {"y": ("z", "x"), "z": ("y", "x"), "x": ("y", "z")}
 
@@ -55,9 +62,9 @@ def _check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
 class InflateConfig:
     """The three inflation settings, validated; stored in 3D checkpoints so a load can check them."""
 
-    kernel_mode: str = "copy"
-    depth_axis: str = "y"
-    shortcut: str = "repeat"
+    kernel_mode: KernelMode = "copy"
+    depth_axis: DepthAxis = "y"
+    shortcut: Shortcut = "repeat"
 
     def __post_init__(self) -> None:
         _check_choice(self.kernel_mode, KERNEL_MODES, "kernel_mode")

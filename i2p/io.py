@@ -3,7 +3,9 @@
 open3d and h5py are heavy optional imports: they load on first use with a clear error. Every
 error names the file (and the field) so a broken download is found quickly. OFF meshes are
 parsed here, not by open3d, because ModelNet ships files whose first line is ``OFF490 518 0``
-(no newline after ``OFF``), which general readers reject.
+(no newline after ``OFF``), which general readers reject; otherwise the reader follows the OFF
+specification (``read_off_data``). A mesh file read as a point cloud is surface-sampled
+(``read_point_cloud``, ``MESH_POINTS``).
 """
 
 from __future__ import annotations
@@ -26,15 +28,12 @@ from i2p.optional import require
 __all__ = [
     "require_open3d", "require_h5py", "read_label_file", "write_label_file", "atomic_path",
     "atomic_write_bytes", "atomic_save_npz", "TEMP_MARK", "stale_temp_files", "remove_stale_temp_files",
-    "check_points", "read_off", "write_off", "to_o3d_mesh",
-    "read_mesh", "write_mesh", "sample_surface", "POINT_CLOUD_FORMATS", "read_point_cloud", "write_point_cloud",
-    "read_h5",
+    "check_points", "MESH_POINTS", "read_off_data", "read_off", "write_off", "to_o3d_mesh", "read_mesh", "write_mesh",
+    "sample_surface", "MESH_SUFFIXES", "POINT_CLOUD_SUFFIXES", "read_point_cloud", "write_point_cloud", "read_h5",
     "write_h5",
 ]
 
 PathLike = str | os.PathLike
-#: what ``read_point_cloud`` reads: numpy formats here, ``.ply`` / ``.pcd`` through open3d
-POINT_CLOUD_FORMATS = (".npz", ".npy", ".txt", ".xyz", ".csv", ".ply", ".pcd")
 
 
 def require_open3d() -> Any:
@@ -196,11 +195,19 @@ def check_points(points: np.ndarray, where: str, field: str = "points") -> np.nd
 
 
 # ----------------------------------------------------------------------------- OFF meshes
-def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read an OFF mesh -> (vertices float32 [V, 3], triangles int64 [F, 3]).
+#: points sampled on a mesh's surface when a mesh file is read as a point cloud (PointNet's ModelNet count)
+MESH_POINTS = 2048
+_OFF_HEADER = re.compile(r"^(ST)?(C)?(N)?(4)?(n)?OFF(.*)$")
 
-    Handles ModelNet's ``OFF<nv> <nf> <ne>`` first line, comments, and polygons with more than
-    three vertices (fan-triangulated).
+
+def read_off_data(path: PathLike) -> dict[str, np.ndarray]:
+    """Read an OFF file -> dict(vertices float32 [V, 3], triangles int64 [F, 3], optional normals, colors).
+
+    Follows the format's specification (the Geomview ``[ST][C][N][4][n]OFF`` header, ``#`` comments,
+    blank lines, per-vertex normals / colours / texture coordinates in that order, face colours,
+    ``F = 0`` point sets, polygons fan-triangulated, homogeneous ``4OFF`` coordinates) and ModelNet's
+    quirk, a first line ``OFF<nv> <nf> <ne>`` with the counts glued to the keyword. Colours are
+    floats in [0, 1] (0-255 integers are rescaled); binary OFF is refused with a clear message.
     """
     path = Path(path)
     if not path.is_file():
@@ -208,10 +215,26 @@ def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     text = path.read_text(errors="replace")
     lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln]
-    if not lines or not lines[0].startswith("OFF"):
-        raise ValueError(f"{path}: not an OFF file (first line should start with 'OFF')")
-    head = lines[0][3:].split()  # the quirk: counts glued to 'OFF' on the first line
+    match = _OFF_HEADER.match(lines[0].split()[0]) if lines else None
+    if match is None:
+        raise ValueError(f"{path}: not an OFF file (first line should be [ST][C][N][4][n]OFF)")
+    texture, color, normal, homogeneous, ndim_line, glued = match.groups()
+    head = (glued + " " + " ".join(lines[0].split()[1:])).split()  # the quirk: counts glued to 'OFF'
+    if head[:1] == ["BINARY"]:
+        raise ValueError(f"{path}: binary OFF is not supported; convert it to the text form")
     rest = lines[1:]
+    dim = 3
+    if ndim_line:
+        if not head:
+            if not rest:
+                raise ValueError(f"{path}: nOFF header has no dimension line")
+            head, rest = rest[0].split(), rest[1:]
+        try:
+            dim = int(head.pop(0))
+        except ValueError:
+            raise ValueError(f"{path}: bad nOFF dimension line, expected an integer") from None
+        if dim != 3:
+            raise ValueError(f"{path}: OFF vertices of dimension {dim}, expected 3 (point clouds live in 3D)")
     if not head:
         if not rest:
             raise ValueError(f"{path}: OFF header has no vertex/face counts")
@@ -220,34 +243,75 @@ def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         nv, nf = int(head[0]), int(head[1])
     except (ValueError, IndexError):
         raise ValueError(f"{path}: bad OFF header {lines[0]!r}, expected 'OFF' then '<nv> <nf> <ne>'") from None
-    if nv <= 0:
-        raise ValueError(f"{path}: OFF mesh has {nv} vertices, expected at least one")
+    if nv <= 0 or nf < 0:
+        raise ValueError(f"{path}: OFF header says {nv} vertices and {nf} faces, expected at least one vertex")
     if len(rest) < nv + nf:
         raise ValueError(f"{path}: truncated OFF file: header says {nv} vertices and {nf} faces, found {len(rest)} "
                          f"lines")
-    try:
-        flat = np.array(" ".join(rest[:nv]).split(), dtype=np.float64)  # vectorised common case
-        verts = flat.reshape(nv, 3) if flat.size == 3 * nv else np.array([ln.split()[:3] for ln in rest[:nv]],
-                                                                         dtype=np.float64)
-    except ValueError:
-        raise ValueError(f"{path}: OFF vertex lines must hold three numbers") from None
-    if verts.shape != (nv, 3):
-        raise ValueError(f"{path}: OFF vertex block has shape {verts.shape}, expected [{nv}, 3]")
-    faces = _off_faces(rest[nv : nv + nf], path)
+    ncoord = dim + (1 if homogeneous else 0)
+    table = _off_vertex_table(rest[:nv], path)
+    need = ncoord + (3 if normal else 0)
+    if table.shape[1] < need:
+        raise ValueError(f"{path}: OFF vertex lines must hold {ncoord} coordinates"
+                         + (" and 3 normal components" if normal else "")
+                         + f" (three numbers at least), found {table.shape[1]}")
+    verts = table[:, :3] / table[:, 3:4] if homogeneous else table[:, :3]
+    out: dict[str, np.ndarray] = {"vertices": check_points(verts, str(path), "vertices")}
+    col = ncoord
+    if normal:
+        out["normals"] = table[:, col:col + 3].astype(np.float32)
+        col += 3
+    if color:
+        ncol = table.shape[1] - col - (2 if texture else 0)
+        if ncol not in (3, 4):
+            raise ValueError(f"{path}: COFF vertex colours must be RGB or RGBA, found {ncol} values")
+        rgb = table[:, col:col + 3]
+        out["colors"] = (rgb / 255.0 if rgb.max() > 1.0 else rgb).astype(np.float32)
+    faces = _off_faces(rest[nv:nv + nf], path)
     if faces.size and (faces.min() < 0 or faces.max() >= nv):
         raise ValueError(f"{path}: OFF face indices out of range [0, {nv})")
-    check_points(verts, str(path), "vertices")
-    return verts.astype(np.float32), faces
+    out["triangles"] = faces
+    return out
+
+
+def read_off(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read an OFF mesh -> (vertices float32 [V, 3], triangles int64 [F, 3]); see ``read_off_data``."""
+    data = read_off_data(path)
+    return data["vertices"], data["triangles"]
+
+
+def _off_vertex_table(lines: list[str], path: Path) -> np.ndarray:
+    """Vertex lines -> float64 [V, columns]; vectorised when every line has the same length."""
+    width = len(lines[0].split())
+    try:
+        flat = np.array(" ".join(lines).split(), dtype=np.float64)
+    except ValueError:
+        flat = None
+    if flat is not None and flat.size == width * len(lines):
+        return flat.reshape(len(lines), width)
+    rows = [ln.split() for ln in lines]
+    for i, row in enumerate(rows):
+        try:
+            [float(v) for v in row]
+        except ValueError:
+            raise ValueError(f"{path}: OFF vertex {i} {lines[i]!r}: expected three numbers at least") from None
+        if len(row) < 3:
+            raise ValueError(f"{path}: OFF vertex {i} {lines[i]!r} holds {len(row)} values, expected three numbers "
+                             f"at least")
+    width = min(len(r) for r in rows)  # ragged (an optional alpha on some lines): the columns all lines have
+    return np.array([r[:width] for r in rows], dtype=np.float64)
 
 
 def _off_faces(lines: list[str], path: Path) -> np.ndarray:
-    """Face lines -> triangles; a vectorised path for all-triangle meshes, fans for polygons."""
+    """Face lines -> triangles; a vectorised path for all-triangle meshes, fans for polygons (face colours
+    after the indices are ignored).
+    """
     try:
         flat = np.array(" ".join(lines).split(), dtype=np.int64)
         if flat.size == 4 * len(lines) and np.all(flat[::4] == 3):
             return flat.reshape(-1, 4)[:, 1:]
     except ValueError:
-        pass  # a bad token: the line-by-line pass below names the line
+        pass  # face colours (floats) or a bad token: the line-by-line pass below
     tris: list[list[int]] = []
     for i, ln in enumerate(lines):
         vals = ln.split()
@@ -301,8 +365,11 @@ def write_mesh(path: PathLike, vertices: np.ndarray, triangles: np.ndarray) -> N
     path = Path(path)
     if path.suffix.lower() == ".off":
         return write_off(path, vertices, triangles)
+    mesh = to_o3d_mesh(vertices, triangles)
+    if path.suffix.lower() == ".stl":  # STL stores facet normals
+        mesh.compute_triangle_normals()
     with atomic_path(path) as tmp:  # same suffix: open3d picks the format from it
-        if not require_open3d().io.write_triangle_mesh(str(tmp), to_o3d_mesh(vertices, triangles)):
+        if not require_open3d().io.write_triangle_mesh(str(tmp), mesh):
             raise OSError(f"open3d could not write mesh {path}")
 
 
@@ -319,20 +386,55 @@ def sample_surface(vertices: np.ndarray, triangles: np.ndarray, n: int, seed: in
 
 
 # ----------------------------------------------------------------------------- point clouds
-def read_point_cloud(path: PathLike) -> dict[str, np.ndarray]:
+#: files read as meshes and surface-sampled by ``read_point_cloud`` (a ``.ply`` with faces too)
+MESH_SUFFIXES = (".off", ".obj", ".stl")
+#: every suffix ``read_point_cloud`` reads
+POINT_CLOUD_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".csv", ".npz", ".npy", *MESH_SUFFIXES)
+
+
+def _ply_face_count(path: Path) -> int:
+    """Faces declared in a PLY header (``element face N``); 0 for a plain point cloud."""
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("ascii", errors="replace").strip()
+            if line.startswith("element face"):
+                try:
+                    return int(line.split()[2])
+                except (IndexError, ValueError):
+                    return 0
+            if line == "end_header":
+                return 0
+    return 0
+
+
+def read_point_cloud(path: PathLike, mesh_points: int = MESH_POINTS, seed: int = 0) -> dict[str, np.ndarray]:
     """Read a point cloud -> dict(points [P, 3], optional colors, normals).
 
-    ``.npy`` ([P, 3+]), ``.npz`` (keys points/colors/normals), ``.txt``/``.xyz`` text
-    (x y z [r g b]) via numpy; ``.ply``/``.pcd`` via open3d.
+    ``.npy`` ([P, 3+]), ``.npz`` (keys points/colors/normals), ``.txt``/``.xyz``/``.csv`` text
+    (x y z [r g b]) via numpy; ``.ply``/``.pcd`` via open3d. A mesh (``.off``, ``.obj``, ``.stl``,
+    or a ``.ply`` with faces) is surface-sampled: ``mesh_points`` points, uniformly by area,
+    seeded by ``seed`` (the same file and arguments give the same points); an OFF file without
+    faces is a point set and reads as its vertices.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"point cloud file not found: {path}")
     ext = path.suffix.lower()
-    if ext not in POINT_CLOUD_FORMATS:
-        raise ValueError(f"{path}: unsupported point-cloud format {ext!r}; expected one of {POINT_CLOUD_FORMATS}")
+    if ext not in POINT_CLOUD_SUFFIXES:
+        raise ValueError(f"{path}: unsupported point-cloud format {ext!r}; expected one of {POINT_CLOUD_SUFFIXES}")
     out: dict[str, np.ndarray] = {}
-    if ext == ".npz":
+    if ext == ".off":
+        data = read_off_data(path)
+        if len(data["triangles"]):
+            out["points"] = sample_surface(data["vertices"], data["triangles"], mesh_points, seed, where=str(path))
+        else:
+            out = {"points": data["vertices"], **{k: data[k] for k in ("colors", "normals") if k in data}}
+    elif ext in MESH_SUFFIXES or (ext == ".ply" and _ply_face_count(path) > 0):
+        verts, tris = read_mesh(path)
+        if len(tris) == 0:
+            raise ValueError(f"{path}: a mesh without faces, cannot sample its surface")
+        out["points"] = sample_surface(verts, tris, mesh_points, seed, where=str(path))
+    elif ext == ".npz":
         try:
             with np.load(path) as z:
                 if "points" not in z:

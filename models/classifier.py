@@ -7,6 +7,7 @@ different numbers of batches (a per-step all-reduce would then deadlock).
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -19,9 +20,19 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from i2p.inflate import InflateConfig
+from i2p.sparse import BackendName, set_backend
 from models.backbones import create_sparse_resnet
-from models.finetune import apply_regime, get_regime, trainable_parameters
-from models.optim import build_optimizer, build_scheduler
+from models.backbones.heads import HeadKind
+from models.backbones.resnet import Stem
+from models.finetune import RegimeName, apply_regime, get_regime, trainable_parameters
+from models.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from models.weights import (
+    SLIM_KEY,
+    loading_from_checkpoint,
+    peek_checkpoint,
+    tensors_digest,
+    weights_from_checkpoint,
+)
 
 __all__ = ["PointClassifier"]
 
@@ -45,10 +56,19 @@ class PointClassifier(pl.LightningModule):
         optimizer: ``sgd`` or ``adamw``; lr, momentum, weight_decay, nesterov as usual.
         scheduler: ``cosine``, ``poly`` or ``none``, stepped per epoch, after ``warmup_epochs``
             of linear warm-up; the horizon is the trainer's ``max_epochs``.
-        class_names: for per-class accuracy keys; linked from the DataModule by the CLI.
         test_votes: test-time voting: logits averaged over the batch and ``test_votes - 1`` views
             transformed and re-voxelised by the DataModule's ``vote_views`` (scale / rotation);
             ``test/acc_vote`` and ``test/macc_vote`` are logged beside the plain ``test/acc``.
+        class_names: for per-class accuracy keys and predictions; linked from the DataModule by the CLI.
+        slim_checkpoint: write checkpoints without the frozen copied tensors (FIP-IO: ~0.1 % of a
+            full one), with their SHA-256 instead; loading one rebuilds them from ``pretrained``
+            and refuses other weights. Full checkpoints (the default) load without the 2D source.
+        backend: which library runs the sparse convs (``auto``, ``i2p``, ``spconv``, ``torchsparse``;
+            None: the engine-wide default, docs/engine.md). Outputs and checkpoints do not change with it.
+
+    ``PointClassifier.load_from_checkpoint(path)`` of a full checkpoint needs neither the 2D file
+    nor the hub (the checkpoint holds every tensor); the preprocessing the model was trained with
+    is in the same file (``datamodule_hyper_parameters``, read by ``i2p predict``).
     """
 
     def __init__(
@@ -56,22 +76,24 @@ class PointClassifier(pl.LightningModule):
         backbone: str = "resnet18",
         num_classes: int = 40,
         in_channels: int = 3,
-        regime: str = "io",
+        regime: RegimeName = "io",
         pretrained: bool | str = False,
         inflate: InflateConfig = InflateConfig(),
-        stem: str = "new",
-        head: str = "linear_bn",
+        stem: Stem = "new",
+        head: HeadKind = "linear_bn",
         label_smoothing: float = 0.0,
-        optimizer: str = "sgd",
+        optimizer: OptimizerName = "sgd",
         lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         nesterov: bool = False,
-        scheduler: str = "cosine",
+        scheduler: SchedulerName = "cosine",
         warmup_epochs: int = 0,
         poly_power: float = 0.9,
         class_names: list[str] | None = None,
         test_votes: int = 1,
+        slim_checkpoint: bool = False,
+        backend: BackendName | None = None,
     ) -> None:
         super().__init__()
         self.regime = get_regime(regime)
@@ -85,13 +107,14 @@ class PointClassifier(pl.LightningModule):
 
         self.backbone = create_sparse_resnet(
             backbone,
-            pretrained=pretrained if self.regime.needs_pretrained else False,
+            pretrained=pretrained if self.regime.needs_pretrained and not loading_from_checkpoint() else False,
             inflate=inflate,
             stem=stem,
             in_channels=in_channels,
             num_classes=num_classes,
             head=head,
         )
+        set_backend(self.backbone, backend)
         # the regime's rule keeps frozen BN layers in eval through Lightning's model.train()
         self.regime_summary = apply_regime(self, self.regime)
 
@@ -99,6 +122,7 @@ class PointClassifier(pl.LightningModule):
         self.class_names = list(class_names) if class_names is not None else None
         #: the last epoch's confusion matrix per split ("val", "test"), summed over ranks; rows = truth
         self.confusion: dict[str, Tensor] = {}
+        self._frozen_digest: str | None = None  # of the omitted tensors of slim checkpoints (they never change)
 
         def acc(average: str) -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average=average)
@@ -242,13 +266,68 @@ class PointClassifier(pl.LightningModule):
         names = self.class_names or [f"class{i:02d}" for i in range(self.num_classes)]
         for i, name in enumerate(names):
             if support[i] > 0:
-                self.log(f"{split}/acc_{_sanitize(name)}", per_class[i], sync_dist=False)
+                self.log(f"{split}_per_class/acc_{_sanitize(name)}", per_class[i], sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_confusion("val")
 
     def on_test_epoch_end(self) -> None:
         self._epoch_confusion("test")
+
+    # ------------------------------------------------------------- checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike, *args: Any, **kwargs: Any) -> PointClassifier:
+        """Lightning's ``load_from_checkpoint``; a full checkpoint needs no 2D source weights (nor the hub),
+        a slim one rebuilds its frozen tensors from them and checks their digest.
+        """
+        if SLIM_KEY in peek_checkpoint(checkpoint_path):
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        with weights_from_checkpoint():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def slim_omitted_keys(self) -> list[str]:
+        """State-dict keys a slim checkpoint leaves out: frozen tensors copied from the 2D network (their BN
+        running statistics stay in: they are small and may move, as in ``ioms``).
+        """
+        fresh = tuple(f"backbone.{p}" for p in self.backbone.fresh_prefixes())
+        return [name for name, p in self.named_parameters()
+                if not p.requires_grad and name.startswith("backbone.") and not name.startswith(fresh)]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.hparams.get("slim_checkpoint"):
+            return
+        keys = self.slim_omitted_keys()
+        if not keys:  # everything trains (all, scratch): slim is full
+            return
+        state = checkpoint["state_dict"]
+        if self._frozen_digest is None:
+            self._frozen_digest = tensors_digest({k: state[k] for k in keys})
+        for k in keys:
+            del state[k]
+        checkpoint[SLIM_KEY] = {"omitted": keys, "digest": self._frozen_digest,
+                                "source": str(self.hparams.pretrained)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(SLIM_KEY)
+        if meta is None:
+            return
+        source = meta.get("source")
+        if loading_from_checkpoint() or not self.hparams.pretrained or not self.regime.needs_pretrained:
+            raise ValueError(f"slim checkpoint: its {len(meta['omitted'])} frozen tensors come from the 2D weights "
+                             f"{source!r}, which were not loaded; build the model with pretrained={source!r}")
+        own = self.state_dict()
+        missing = [k for k in meta["omitted"] if k not in own]
+        if missing:
+            raise ValueError(f"slim checkpoint: this model has no tensors {missing[:5]} (another architecture?)")
+        digest = tensors_digest({k: own[k] for k in meta["omitted"]})
+        if digest != meta["digest"]:
+            raise ValueError(f"slim checkpoint refused: the frozen tensors rebuilt from {self.hparams.pretrained!r} "
+                             f"(sha256 {digest[:16]}...) differ from the ones it was trained with (sha256 "
+                             f"{meta['digest'][:16]}..., source {source!r}); use those 2D weights, or a full "
+                             "checkpoint (slim_checkpoint: false)")
+        state = checkpoint["state_dict"]
+        for k in meta["omitted"]:
+            state[k] = own[k]
 
     # -------------------------------------------------------------- regime
     def on_fit_start(self) -> None:

@@ -17,14 +17,19 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
-    "Regime", "REGIMES", "RegimeSummary", "apply_regime", "get_regime", "frozen_bn_names",
+    "RegimeName", "Regime", "REGIMES", "RegimeSummary", "apply_regime", "get_regime", "frozen_bn_names",
     "trainable_parameters", "regime_summary", "count_parameters", "find_backbone",
 ]  # fmt: skip
+
+
+#: the regime names, for type hints (LightningCLI rejects a typo at parse time, listing these)
+RegimeName = Literal["io", "ioms", "iobn", "all", "scratch"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ REGIMES: dict[str, Regime] = {
         Regime("scratch", True, True, True, False, reinit=True, description="random init, everything trains"),
     )
 }
+assert tuple(REGIMES) == get_args(RegimeName), "RegimeName must list the REGIMES"
 
 
 def get_regime(regime: str | Regime) -> Regime:

@@ -1,33 +1,43 @@
-"""Optimizer and learning-rate schedule builders shared by the LightningModules.
+"""The paper's optimizer and learning-rate recipes, built from torch's own classes.
 
-Kept as plain functions (no Lightning) so a classifier and a segmenter build the
-same SGD/AdamW + cosine/poly recipes from a handful of hyper-parameters.
+SGD (lr 0.1, momentum 0.9, weight decay 1e-4) or AdamW; a per-epoch schedule: optional linear
+warm-up (``LinearLR``) then cosine to zero (``CosineAnnealingLR``) or polynomial decay
+(``PolynomialLR``), chained by ``SequentialLR``. Plain functions (no Lightning), so a classifier
+and a segmenter build the same recipes from a handful of hyper-parameters. ``lr_factor`` is the
+closed form of the same schedule, the reference the tests hold torch's chain to.
+
+Any other torch optimizer or scheduler: LightningCLI's ``--optimizer`` / ``--lr_scheduler``
+(README, section Training), which replace these.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 import torch
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, PolynomialLR, SequentialLR
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "lr_factor", "build_scheduler"]
+__all__ = ["OptimizerName", "SchedulerName", "OPTIMIZERS", "SCHEDULERS", "build_optimizer", "lr_factor",
+           "build_scheduler"]
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine", "poly", "none")
+OptimizerName = Literal["sgd", "adamw"]
+SchedulerName = Literal["cosine", "poly", "none"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 
 
 def build_optimizer(
     params: Iterable[torch.nn.Parameter],
-    name: str = "sgd",
+    name: OptimizerName = "sgd",
     lr: float = 0.1,
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     nesterov: bool = False,
 ) -> Optimizer:
-    """SGD with the paper's defaults (lr 0.1, momentum 0.9, wd 1e-4) or AdamW."""
+    """``torch.optim.SGD`` with the paper's defaults (lr 0.1, momentum 0.9, wd 1e-4) or ``AdamW``."""
     params = list(params)
     if not params:
         raise ValueError("no trainable parameters: check the fine-tuning regime")
@@ -40,35 +50,46 @@ def build_optimizer(
 
 
 def lr_factor(epoch: int, name: str, max_epochs: int, warmup_epochs: int = 0, power: float = 0.9) -> float:
-    """Multiplier of the base learning rate at the start of ``epoch`` (0-based).
+    """Multiplier of the base learning rate during ``epoch`` (0-based): the closed form of ``build_scheduler``.
 
     Linear warm-up over ``warmup_epochs`` (reaching the base rate at the first epoch after it),
     then cosine to zero or polynomial decay over the remaining epochs.
     """
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
     if warmup_epochs > 0 and epoch < warmup_epochs:
         return (epoch + 1) / (warmup_epochs + 1)
     if name == "none":
         return 1.0
-    span = max(1, max_epochs - warmup_epochs)
-    t = min(1.0, (epoch - warmup_epochs) / span)
+    t = min(1.0, (epoch - warmup_epochs) / max(1, max_epochs - warmup_epochs))
     if name == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
-    if name == "poly":
-        return (1.0 - t) ** power
-    raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
+    return (1.0 - t) ** power
 
 
 def build_scheduler(
     optimizer: Optimizer,
-    name: str = "cosine",
+    name: SchedulerName = "cosine",
     max_epochs: int = 100,
     warmup_epochs: int = 0,
     power: float = 0.9,
-) -> LambdaLR | None:
-    """A per-epoch LambdaLR for ``name``; None when there is neither schedule nor warm-up."""
+) -> LRScheduler | None:
+    """The per-epoch schedule of ``name`` from torch's schedulers; None when there is neither a schedule
+    nor a warm-up.
+    """
     name = name.lower()
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
-    if name == "none" and warmup_epochs <= 0:
-        return None
-    return LambdaLR(optimizer, lambda e: lr_factor(e, name, max_epochs, warmup_epochs, power))
+    span = max(1, max_epochs - warmup_epochs)
+    main: LRScheduler | None = None
+    if name == "cosine":
+        main = CosineAnnealingLR(optimizer, T_max=span, eta_min=0.0)
+    elif name == "poly":
+        main = PolynomialLR(optimizer, total_iters=span, power=power)
+    if warmup_epochs <= 0:
+        return main
+    w = warmup_epochs
+    warmup = LinearLR(optimizer, start_factor=1 / (w + 1), end_factor=w / (w + 1), total_iters=max(1, w - 1))
+    if main is None:  # warm-up, then the base rate
+        main = LinearLR(optimizer, start_factor=1.0, end_factor=1.0, total_iters=1)
+    return SequentialLR(optimizer, [warmup, main], milestones=[w])

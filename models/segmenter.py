@@ -25,10 +25,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from i2p.inflate import InflateConfig
+from i2p.sparse import BackendName, set_backend
 from models.backbones.unet import create_sparse_resunet
-from models.finetune import apply_regime, get_regime, trainable_parameters
+from models.finetune import RegimeName, apply_regime, get_regime, trainable_parameters
 from models.metrics import PART_ABSENT, PartIoU, segmentation_scores
-from models.optim import build_optimizer, build_scheduler
+from models.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
 
 __all__ = ["PointSegmenter", "point_batch_index", "representatives"]
 
@@ -71,6 +72,8 @@ class PointSegmenter(pl.LightningModule):
             of its mean) or ``one`` (PointNet's protocol, scores it 1).
         label_smoothing, optimizer, lr, momentum, weight_decay, nesterov, scheduler,
             warmup_epochs, poly_power: as ``PointClassifier``.
+        backend: which library runs the sparse convs (``auto``, ``i2p``, ``spconv``, ``torchsparse``;
+            None: the engine-wide default, docs/engine.md). Outputs and checkpoints do not change with it.
     """
 
     #: what callbacks read to treat step outputs per point (docs/conventions.md)
@@ -81,7 +84,7 @@ class PointSegmenter(pl.LightningModule):
         backbone: str = "resnet18",
         num_classes: int = 13,
         in_channels: int = 6,
-        regime: str = "io",
+        regime: RegimeName = "io",
         pretrained: bool | str = False,
         inflate: InflateConfig = InflateConfig(),
         preset: str = "official",
@@ -92,15 +95,16 @@ class PointSegmenter(pl.LightningModule):
         category_parts: list[list[int]] | None = None,
         part_iou_absent: str = "skip",
         label_smoothing: float = 0.0,
-        optimizer: str = "sgd",
+        optimizer: OptimizerName = "sgd",
         lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         nesterov: bool = False,
-        scheduler: str = "cosine",
+        scheduler: SchedulerName = "cosine",
         warmup_epochs: int = 0,
         poly_power: float = 0.9,
         class_names: list[str] | None = None,
+        backend: BackendName | None = None,
     ) -> None:
         super().__init__()
         self.regime = get_regime(regime)
@@ -125,6 +129,7 @@ class PointSegmenter(pl.LightningModule):
             devoxelize=devoxelize,
             num_categories=num_categories,
         )
+        set_backend(self.backbone, backend)
         self.regime_summary = apply_regime(self, self.regime)
 
         self.num_classes, self.ignore_index, self.num_categories = num_classes, ignore_index, num_categories

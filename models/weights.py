@@ -8,10 +8,13 @@ model is touched. The report lists every key used, dropped and left fresh.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,11 @@ from torch import nn
 
 from i2p.inflate import InflateConfig, inflate_entry
 
-__all__ = ["TransferReport", "read_checkpoint", "unwrap_state_dict", "load_2d_state_dict",
+__all__ = ["TransferReport", "WeightsUnavailable", "hub_weights_file", "read_checkpoint", "unwrap_state_dict",
+           "load_2d_state_dict",
            "transfer_weights", "plan_transfer", "load_pretrained", "save_inflated", "META_KEY", "FORMAT_VERSION",
-           "SOURCE_CLASSIFIER"]
+           "SOURCE_CLASSIFIER", "SLIM_KEY", "tensors_digest", "peek_checkpoint", "weights_from_checkpoint",
+           "loading_from_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,46 @@ FORMAT_VERSION = 1  # of those checkpoints
 SOURCE_CLASSIFIER = "fc."  # timm's and torchvision's ResNet classifier
 _WRAPPERS = ("state_dict", "model", "model_state", "model_state_dict", "net", "module")
 _PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+#: a slim Lightning checkpoint's record: the omitted (frozen, copied) tensor names and their digest
+SLIM_KEY = "i2p_slim"
+_FROM_CHECKPOINT: ContextVar[bool] = ContextVar("i2p_weights_from_checkpoint", default=False)
+
+
+@contextmanager
+def weights_from_checkpoint() -> Iterator[None]:
+    """Models built inside skip loading their 2D source weights: a (full) checkpoint about to be loaded
+    holds every tensor, so the source file or the hub is not needed.
+    """
+    token = _FROM_CHECKPOINT.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CHECKPOINT.reset(token)
+
+
+def loading_from_checkpoint() -> bool:
+    """True inside ``weights_from_checkpoint()``."""
+    return _FROM_CHECKPOINT.get()
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, dtypes, shapes and bytes, in name order): how a slim checkpoint
+    recognises the frozen weights it was trained with.
+    """
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def peek_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A Lightning checkpoint opened memory-mapped (cheap: tensors are read only when touched)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not a zip-format checkpoint: no mmap
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @dataclass
@@ -97,6 +142,72 @@ def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> tuple[dict[str, to
     return state, meta
 
 
+class WeightsUnavailable(ConnectionError):
+    """The ImageNet weights of ``pretrained: true`` are neither cached nor downloadable (a node without
+    internet): raised within seconds, with what to do, instead of the hub's minute of retries.
+    """
+
+
+def _reachable(url: str, timeout: float = 3.0) -> str | None:
+    """None when a TCP connection to ``url``'s host opens within ``timeout`` s, else why not."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname or "", port), timeout=timeout).close()
+    except OSError as e:
+        return f"{parsed.hostname}:{port} unreachable ({e})"
+    return None
+
+
+def hub_weights_file(name: str, timeout: float = 3.0) -> str | None:
+    """The local file of timm's pretrained weights for ``name`` when cached (Hugging Face cache, or
+    torch hub's for URL weights), None when they can be downloaded; else ``WeightsUnavailable``.
+
+    A cached file is returned rather than letting timm ask the hub, which without a network retries
+    for about a minute even when the file is in the cache. ``HF_HUB_OFFLINE=1`` means "cache only".
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError:
+        cfg = None
+    if cfg is None:
+        raise ValueError(f"timm has no pretrained weights named {name!r}; see timm.list_pretrained()")
+    if cfg.file:
+        return str(cfg.file)
+    if cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(found, str):
+                return found
+    if cfg.url:
+        import torch.hub
+
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url.split("?")[0]).name
+        if cached.is_file():
+            return str(cached)
+    offline = bool(constants.HF_HUB_OFFLINE)
+    hub_url = f"{constants.ENDPOINT}/{cfg.hf_hub_id}" if cfg.hf_hub_id else (cfg.url or "")
+    why = "HF_HUB_OFFLINE is set" if offline else _reachable(hub_url, timeout)
+    if why is None:
+        return None
+    where = f"Hugging Face repo {cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
+    raise WeightsUnavailable(
+        f"pretrained: true needs timm's weights for {name!r} ({where}), which are not in the local cache "
+        f"({constants.HF_HUB_CACHE}) and cannot be downloaded: {why}. Either pre-fetch them where there is "
+        f"internet (python -c \"import timm; timm.create_model('{name}', pretrained=True)\"), then copy the cache "
+        "to this machine or point HF_HOME at a shared folder and set HF_HUB_OFFLINE=1; or pass a local file "
+        "(pretrained: /path/to/weights.pth or .safetensors); or train without them (pretrained: false). "
+        "README, section Cluster."
+    )
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
     """A local `.pth/.pt/.bin/.safetensors` file as (state dict, i2p metadata or None).
 
@@ -133,6 +244,10 @@ def load_2d_state_dict(source: Source, name: str | None = None,
         if not name:
             raise ValueError("pretrained=True needs the timm model name")
         import timm
+        if not (pretrained_cfg_overlay or {}).get("file"):
+            cached = hub_weights_file(name)  # a cached file loads without the network; none: fail fast
+            if cached is not None:
+                pretrained_cfg_overlay = {**(pretrained_cfg_overlay or {}), "file": cached}
         model_2d = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=pretrained_cfg_overlay)
         return dict(model_2d.state_dict()), None, f"timm:{name}"
     if isinstance(source, (str, os.PathLike)):

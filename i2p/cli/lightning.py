@@ -4,36 +4,91 @@ Configs name classes with ``class_path``/``init_args``; ``num_classes`` and the 
 come from the DataModule (argument links). The project's defaults (seed, checkpoints ``last`` +
 best ``val/acc``, the W&B logger that goes offline without credentials) are YAML,
 ``configs/defaults.yaml``, read before any ``--config``; what stays code is behaviour (links,
-``name:`` folders, the sparse sync-BN plugin, the rich progress bar, and resuming: see
-``i2p/cli/resume.py`` for how ``--ckpt_path`` is resolved and checked, ``callbacks/checkpoint.py``
-and ``callbacks/resume.py`` for what a checkpoint holds and how a kill or pre-emption ends).
+``name:`` folders, the sparse sync-BN plugin, the progress display: Rich on a terminal, plain
+lines in a log file; the summary block after ``fit``; and resuming: see ``i2p/cli/resume.py`` for
+how ``--ckpt_path`` is resolved and checked, ``callbacks/checkpoint.py`` and
+``callbacks/resume.py`` for what a checkpoint holds and how a kill or pre-emption ends).
+``i2p predict`` is the project's own command (``i2p/cli/predict.py``), not Lightning's.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import sys
+import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
+from jsonargparse import DefaultHelpFormatter
 from lightning_fabric.plugins import CheckpointIO
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from callbacks.checkpoint import AtomicCheckpointIO, Checkpoint
 from callbacks.resume import RUN_KEY, ResumeState
 from i2p.cli.configs import DEFAULTS
+from i2p.cli.progress import choose_progress_bar
 from i2p.cli.resume import CLIError, default_run_name, model_overrides, peek_checkpoint, resolve_last
+from i2p.cli.summary import print_summary, run_summary
 from i2p.io import atomic_write_bytes
+from models.weights import SLIM_KEY
 
 __all__ = ["I2PCLI", "I2PArgumentParser", "LogConfigCallback", "ConfigError", "one_line_parser_error",
-           "run_lightning", "parse_config", "SUBCOMMANDS"]
+           "run_lightning", "parse_config", "SUBCOMMANDS", "flat_settings", "quiet_known_warnings"]
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test")  # `i2p predict` is the project's own command
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's line breaks kept (the extra commands, one per line)."""
+
+
+class _DropTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_known_warnings() -> None:
+    """Silence what a normal run would print that needs no action, each for a stated reason."""
+    # FIP regimes keep the copied BN layers in eval mode on purpose (docs/regimes.md)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    # raised inside Lightning 2.6's own pytree helper by torch >= 2.10; nothing in i2p calls it
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # `i2p demo` hands the CLI its own argument list while sys.argv holds `demo`: intended
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+    # an advertisement printed at every Trainer start, not a diagnostic
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropTip())
+
+
+def flat_settings(section: Any, prefix: str) -> dict[str, Any]:
+    """A ``class_path``/``init_args`` config as flat ``<prefix>/<key>`` entries (nested dicts joined by
+    ``/``): W&B shows, filters and groups runs by these columns.
+    """
+    if not isinstance(section, dict):
+        return {}
+    out: dict[str, Any] = {}
+    if "class_path" in section:
+        out[f"{prefix}/class"] = section["class_path"]
+    args = section.get("init_args", section if "class_path" not in section else {}) or {}
+
+    def walk(values: dict, where: str) -> None:
+        for key, value in values.items():
+            if key.startswith("_"):
+                continue
+            if isinstance(value, dict) and "class_path" not in value:
+                walk(value, f"{where}/{key}")
+            else:
+                out[f"{where}/{key}"] = value
+
+    walk(args, prefix)
+    return out
 
 class LogConfigCallback(SaveConfigCallback):
     """Sends the full resolved config to the experiment logger (and the W&B run files)."""
@@ -43,10 +98,17 @@ class LogConfigCallback(SaveConfigCallback):
         if logger is None:
             return
         text = self.parser.dump(self.config, skip_none=False)
-        logger.log_hyperparams({"cli": yaml.safe_load(text)})
+        config = yaml.safe_load(text)
+        logger.log_hyperparams({"cli": config, "name": config.get("name"), **flat_settings(config.get("data"), "data")})
         run_dir = getattr(getattr(logger, "experiment", None), "dir", None)
         if isinstance(run_dir, str) and os.path.isdir(run_dir):
             atomic_write_bytes(Path(run_dir, self.config_filename), text.encode())
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        """Record the experiment name beside the W&B run (``ResumeState`` writes its id and group), so
+        later test and predict runs can join it.
+        """
+        checkpoint.setdefault(RUN_KEY, {})["name"] = self.config.get("name")
 
 
 class ConfigError(CLIError):
@@ -93,6 +155,14 @@ class I2PArgumentParser(LightningArgumentParser):
 
 class I2PCLI(LightningCLI):
     """LightningCLI with the project's links, defaults and resume rules (``i2p/cli/resume.py``)."""
+
+    #: print the summary block (best metric, checkpoints, W&B run) after ``fit``
+    fit_summary: bool = True
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's, less ``predict`` (``i2p predict`` reads files, see i2p/cli/predict.py)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -148,6 +218,7 @@ class I2PCLI(LightningCLI):
         self._apply_run_name(cfg)
         self._resume_run: dict[str, Any] = {}
         self._ckpt_class_names = None
+        self._ckpt_slim, self._ckpt_data = False, {}
         ckpt = cfg.get("ckpt_path")
         if not ckpt or ckpt in ("best", "hpc", "registry") or str(ckpt).startswith("registry:") or "://" in str(ckpt):
             return  # Lightning's own keywords, remote files (fsspec)
@@ -163,6 +234,8 @@ class I2PCLI(LightningCLI):
                 return
         checkpoint = peek_checkpoint(cfg.ckpt_path)
         self._resume_run = dict(checkpoint.get(RUN_KEY) or {})
+        self._ckpt_slim = SLIM_KEY in checkpoint  # frozen tensors omitted: rebuilt from `pretrained`
+        self._ckpt_data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         self._ckpt_class_names = hparams.get("class_names")
         if not hparams:
@@ -175,8 +248,12 @@ class I2PCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         init = getattr(cfg.get("model"), "init_args", None)
-        if cfg.get("ckpt_path") and init is not None and init.get("pretrained"):
+        if self.subcommand in ("validate", "test"):
+            self._take_preprocessing(cfg)
+        slim = getattr(self, "_ckpt_slim", False)  # a slim checkpoint rebuilds its frozen tensors from `pretrained`
+        if cfg.get("ckpt_path") and init is not None and init.get("pretrained") and not slim:
             init.pretrained = False  # the checkpoint holds the weights: no 2D file, no download
+        self._wandb_links(cfg)
         logger = getattr(cfg.get("trainer"), "get", lambda _k: None)("logger")
         linit = getattr(logger, "init_args", None)
         wandb_id = getattr(self, "_resume_run", {}).get("wandb_id")
@@ -184,6 +261,18 @@ class I2PCLI(LightningCLI):
             linit.id = wandb_id  # the resumed fit continues the same W&B run
 
     def instantiate_classes(self) -> None:
+        """Check that ``pretrained: true`` can get its weights before building anything (without the hub
+        this fails in seconds, saying what to do), then build; a class refusing its arguments is one line.
+        """
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        init = getattr(cfg.get("model"), "init_args", None)
+        if init is not None and init.get("pretrained") is True and init.get("backbone") and self._needs_2d(init):
+            from models.weights import WeightsUnavailable, hub_weights_file
+
+            try:
+                hub_weights_file(init.backbone)
+            except WeightsUnavailable as e:
+                raise SystemExit(f"i2p {self.subcommand}: {e}") from None
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as e:
@@ -217,11 +306,56 @@ class I2PCLI(LightningCLI):
         kwargs["plugins"] = plugins
         callbacks = list(cfg.get("callbacks") or [])
         if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(RichProgressBar())
+            callbacks.append(choose_progress_bar())  # Rich on a terminal, plain lines in a log file
         if not any(isinstance(c, ResumeState) for c in callbacks):
             callbacks.append(ResumeState())
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+    @staticmethod
+    def _needs_2d(init: Any) -> bool:
+        """Whether the model's regime loads its 2D weights (``scratch`` does not)."""
+        from models.finetune import REGIMES
+
+        regime = REGIMES.get(str(init.get("regime", "io")))
+        return regime is None or regime.needs_pretrained
+
+    def _take_preprocessing(self, cfg: Any) -> None:
+        """validate/test from a checkpoint: take the preprocessing it was trained with (the DataModule
+        hyper-parameters it stores) where the config differs, saying so.
+        """
+        from datamodules.base import PREPROCESSING
+
+        data = getattr(cfg.get("data"), "init_args", None)
+        stored = getattr(self, "_ckpt_data", {})
+        if data is None:
+            return
+        for key in PREPROCESSING:
+            if key in stored and key in data and data[key] != stored[key]:
+                print(f"[i2p] {key} {stored[key]!r} from the checkpoint (the config says {data[key]!r})")
+                data[key] = stored[key]
+
+    def _wandb_links(self, cfg: Any) -> None:
+        """W&B runs of one experiment share a group (its ``name``) and say what they are (``job_type``:
+        fit, validate, test), so a test run sits beside its fit run instead of apart under the same name.
+        """
+        logger = cfg.get("trainer", {}).get("logger") if hasattr(cfg.get("trainer", {}), "get") else None
+        init = getattr(logger, "init_args", None)
+        if init is None or "job_type" not in init:
+            return
+        if not init.get("job_type"):
+            init.job_type = self.subcommand
+        if not init.get("group") and cfg.get("name"):
+            init.group = cfg.get("name")
+
+    def after_fit(self) -> None:
+        """The summary block: best metric, checkpoint paths, W&B run, wall time."""
+        if self.fit_summary and self.trainer.is_global_zero:
+            seconds = time.time() - getattr(self, "_fit_started", time.time())
+            print_summary(run_summary(self.trainer, seconds=seconds))
+
+    def before_fit(self) -> None:
+        self._fit_started = time.time()
 
 
 def run_lightning(args: Sequence[str] | None = None, cli_class: type[I2PCLI] = I2PCLI, description: str = "",
@@ -231,8 +365,9 @@ def run_lightning(args: Sequence[str] | None = None, cli_class: type[I2PCLI] = I
     kwargs.setdefault("save_config_kwargs", {"save_to_log_dir": False, "config_filename": "i2p_config.yaml"})
     kwargs.setdefault("auto_configure_optimizers", False)
     kwargs.setdefault("parser_class", I2PArgumentParser)
+    quiet_known_warnings()
     defaults = {"default_config_files": [str(DEFAULTS)]}
-    kwargs.setdefault("parser_kwargs", {"prog": "i2p", "description": description,
+    kwargs.setdefault("parser_kwargs", {"description": description, "formatter_class": HelpFormatter, "prog": "i2p",
                                         **{c: defaults for c in SUBCOMMANDS}})
     return cli_class(args=None if args is None else list(args), **kwargs)
 

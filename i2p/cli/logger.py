@@ -121,7 +121,10 @@ class WandbLogger(_PLWandbLogger):
     an artifact when online and not when offline, where W&B would stage a copy of every checkpoint
     under ``~/.local/share/wandb`` until ``wandb sync``; ``log_model=True`` forces that copy. Either
     way the run summary records the best and last checkpoint paths. ``id``: the W&B run to continue
-    (``i2p fit --ckpt_path`` passes the one stored in the checkpoint).
+    (``i2p fit --ckpt_path`` passes the one stored in the checkpoint). ``tags``, ``group`` and
+    ``job_type`` go to ``wandb.init``; the CLI fills ``group`` with the experiment ``name`` and
+    ``job_type`` with the subcommand (fit, validate, test) when unset, so the runs of one experiment
+    are listed together.
     """
 
     def __init__(
@@ -132,6 +135,9 @@ class WandbLogger(_PLWandbLogger):
         offline: bool | None = None,
         log_model: Literal["all"] | bool | None = None,
         id: str | None = None,  # noqa: A002 - wandb's and Lightning's name for it
+        tags: list[str] | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
         **kwargs: Any,
     ) -> None:
         mode, reason = wandb_mode(offline)
@@ -141,10 +147,15 @@ class WandbLogger(_PLWandbLogger):
         if mode != "online":
             kwargs["mode"] = mode  # explicit: wandb's settings singleton may predate a WANDB_MODE change
         Path(save_dir).mkdir(parents=True, exist_ok=True)
+        for key, value in (("tags", tags), ("group", group), ("job_type", job_type)):
+            if value is not None:
+                kwargs[key] = list(value) if key == "tags" else value
         super().__init__(name=name, save_dir=save_dir, project=project, offline=mode == "offline", log_model=False,
                          id=id, **kwargs)
         if mode != "online":
             self._wandb_init.pop("resume", None)  # offline runs cannot resume (wandb warns); the id is kept
+        if self._wandb_init.get("anonymous") is None:  # Lightning passes None; wandb >= 0.19 warns about any value
+            self._wandb_init.pop("anonymous", None)
         self._log_model = log_model
 
     @property

@@ -10,14 +10,13 @@ __all__ = ["EXTRA_COMMANDS", "main"]
 
 #: name -> (module with a ``main(argv) -> int | None``, one-line help)
 EXTRA_COMMANDS = {
+    "predict": ("i2p.cli.predict", "classify files (a CSV row each) or label every point (segmentation checkpoint)"),
     "pretrain2d": ("i2p.cli.pretrain2d", "train a timm ConvNet on generated 2D images (or an ImageFolder)"),
     "inflate": ("i2p.cli.inflate", "inflate a 2D timm checkpoint into a 3D sparse state dict"),
     "demo": ("i2p.cli.demo", "pretrain2d -> FIP-IO finetune on synthetic shapes (--task seg: rooms) -> test, offline"),
     "fewshot": ("i2p.cli.fewshot", "few-shot sweep (shots x seeds x regimes; paper or N-way K-shot episodes)"),
     "speedup": ("i2p.cli.speedup", "epochs / steps / seconds to a target accuracy per regime, scratch / FIP"),
     "report": ("i2p.cli.report", "regenerate docs/results.md from the sweep folders"),
-    # until `i2p predict` dispatches on the checkpoint's class (issue 14's predict is not merged yet)
-    "predict-seg": ("i2p.cli.predict_seg", "per-point labels + coloured .ply of point-cloud files, segmentation ckpt"),
 }
 
 

@@ -5,13 +5,12 @@
 features, normalisation: recorded in the checkpoint under ``i2p_data``; overridable), predicts a
 class for **every point** and writes, for ``<stem>`` of each input, ``<out>/<stem>.labels.txt`` (one
 class id a line, in the input's point order) and ``<out>/<stem>.ply`` (the points coloured by class).
-Colours above 1 are read as 8-bit and divided by 255. ``i2p predict-seg`` is the command line
-(until ``i2p predict`` dispatches segmentation checkpoints here).
+Colours above 1 are read as 8-bit and divided by 255. ``i2p predict`` is the command line (it
+hands segmentation checkpoints here).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 
 from i2p.io import atomic_write_bytes, read_point_cloud, write_point_cloud
 
-__all__ = ["predict_segmentation", "main"]
+__all__ = ["predict_segmentation"]
 
 
 def _data_settings(ckpt_path: Path) -> dict[str, Any]:
@@ -93,22 +92,3 @@ def predict_segmentation(ckpt_path: str | Path, inputs: Sequence[str | Path], ou
                         "counts": counts.tolist()})
     return records
 
-
-def main(argv: Sequence[str] = ()) -> int:
-    parser = argparse.ArgumentParser(prog="i2p predict-seg", description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", help="point-cloud files (.ply/.pcd/.npz/.npy/.txt)")
-    parser.add_argument("--ckpt", required=True, help="a PointSegmenter checkpoint (runs/<name>/checkpoints/last.ckpt)")
-    parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    parser.add_argument("--voxel-size", type=float, default=None, help="override the checkpoint's voxel size")
-    parser.add_argument("--features", default=None, help="override the checkpoint's voxel features")
-    parser.add_argument("--category", type=int, default=None, help="shape category id (part segmentation)")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(list(argv))
-    try:
-        records = predict_segmentation(args.ckpt, args.inputs, args.out, args.voxel_size, args.features,
-                                       category=args.category, device=args.device)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"i2p predict-seg: {err}") from None
-    for r in records:
-        print(f"{r['input']}: {r['points']} points -> {r['labels']}, {r['ply']}")
-    return 0

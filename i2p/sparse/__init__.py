@@ -5,7 +5,7 @@ backends (`i2p`, `spconv`, `torchsparse`; `set_default_backend`, `set_backend`) 
 engine's own kernel maps, so outputs do not depend on the backend.
 """
 from . import native
-from .backends import BACKENDS, backend_available, get_default_backend, set_default_backend
+from .backends import BACKENDS, BackendName, backend_available, get_default_backend, set_default_backend
 from .dense import to_dense
 from .devoxelize import devoxelize
 from .functional import conv3d
@@ -35,5 +35,6 @@ __all__ = [
     "ReLU", "LeakyReLU", "SiLU", "GELU", "Elementwise", "apply_to_feats",
     "MaxPool3d", "max_pool3d", "global_avg_pool", "global_max_pool",
     "devoxelize", "to_dense", "cat", "add", "get_kernel_offsets", "KernelMap",
-    "BACKENDS", "set_default_backend", "get_default_backend", "backend_available", "set_backend", "native",
+    "BACKENDS", "BackendName", "set_default_backend", "get_default_backend", "backend_available", "set_backend",
+    "native",
 ]

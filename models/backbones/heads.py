@@ -6,12 +6,15 @@ is always `fc`, so `head.fc.weight` is the classifier weight (neural-collapse NC
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
-__all__ = ["HEADS", "ClassifierHead"]
+__all__ = ["HeadKind", "HEADS", "ClassifierHead"]
 
-HEADS = ("linear_bn", "mlp", "linear")
+HeadKind = Literal["linear_bn", "mlp", "linear"]
+HEADS: tuple[str, ...] = get_args(HeadKind)
 
 
 class ClassifierHead(nn.Module):
@@ -21,7 +24,7 @@ class ClassifierHead(nn.Module):
     Note: BatchNorm1d on the logits needs more than one sample per batch in training.
     """
 
-    def __init__(self, in_features: int, num_classes: int, kind: str = "linear_bn",
+    def __init__(self, in_features: int, num_classes: int, kind: HeadKind = "linear_bn",
                  hidden: int = 512, drop_rate: float = 0.0) -> None:
         super().__init__()
         if kind not in HEADS:

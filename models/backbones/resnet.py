@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -20,10 +20,11 @@ from i2p.sparse import BatchNorm, Conv3d, MaxPool3d, ReLU, SparseTensor, add, gl
 
 from .heads import HEADS, ClassifierHead
 
-__all__ = ["BasicBlock", "Bottleneck", "SparseResNet", "create_sparse_resnet", "ARCHS", "STEMS",
+__all__ = ["BasicBlock", "Bottleneck", "SparseResNet", "create_sparse_resnet", "ARCHS", "Stem", "STEMS",
            "list_sparse_resnets", "resolve_arch"]
 
-STEMS = ("new", "inflate")
+Stem = Literal["new", "inflate"]
+STEMS: tuple[str, ...] = get_args(Stem)
 
 
 class BasicBlock(nn.Module):

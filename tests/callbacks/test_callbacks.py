@@ -144,3 +144,18 @@ def test_time_to_accuracy_min_mode_and_bad_mode():
         TimeToAccuracy(mode="up")
     t = TimeToAccuracy(monitor="val/loss", thresholds=(1.0,), mode="min")
     assert "val/loss" in t.state_key and t.elapsed() == 0.0
+
+
+def test_time_to_accuracy_compares_in_the_metric_precision():
+    class _Strategy:
+        @staticmethod
+        def broadcast(obj, src=0):
+            return obj
+
+    class _Trainer:
+        callback_metrics = {"val/acc": torch.tensor(7 / 10, dtype=torch.float32)}  # 0.69999999 in float32
+        strategy, current_epoch, global_step, is_global_zero = _Strategy(), 3, 30, False
+
+    tta = TimeToAccuracy(monitor="val/acc", thresholds=(0.7, 0.71))
+    tta._check(_Trainer())
+    assert set(tta.reached) == {"0.7"} and tta.reached["0.7"]["epoch"] == 3

@@ -100,7 +100,7 @@ ROWS = [
     Row("unknown-backbone", ["fit", "--config", "{cfg}", "--model.init_args.backbone", "resnet999"],
         "unknown model 'resnet999'; known: resnet18"),
     Row("unknown-regime", ["fit", "--config", "{cfg}", "--model.init_args.regime", "fip"],
-        r"regime must be one of \('io', 'ioms', 'iobn', 'all', 'scratch'\), got 'fip'"),
+        r"Parser key \"regime\": Expected a typing.Literal\['io', 'ioms', 'iobn', 'all', 'scratch'\]. Got value: fip"),
     Row("unknown-flag", ["fit", "--config", "{cfg}", "--trainer.max_epoks", "3"], "unrecognized arguments"),
     Row("missing-config", ["fit", "--config", "{tmp}/nope.yaml"], "File does not exist"),
     Row("missing-2d-weights", ["fit", "--config", "{cfg}", "--model.init_args.pretrained", "{tmp}/gone.pth"],

@@ -38,8 +38,19 @@ def test_there_are_configs():
             assert f"scanobjectnn/{regime}_{net}.yaml" in names
 
 
+def class_folders(root: Path) -> str:
+    """A two-class PointCloudFolder tree, for configs whose DataModule reads its class names from disk."""
+    import numpy as np
+
+    for split in ("train", "test"):
+        for name in ("bowl", "cup"):
+            (root / split / name).mkdir(parents=True)
+            np.savez(root / split / name / "a.npz", points=np.zeros((4, 3), np.float32))
+    return str(root)
+
+
 @pytest.mark.parametrize("path", RUN, ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_run_config_parses(path):
+def test_run_config_parses(path, tmp_path):
     cfg = parse_config(["fit", "--config", str(path)]).fit
     assert cfg.model.class_path in ("models.PointClassifier", "models.PointSegmenter")
     assert cfg.data.class_path.startswith("datamodules.")
@@ -50,6 +61,8 @@ def test_run_config_parses(path):
     module, _, cls = cfg.data.class_path.rpartition(".")
     data_cls = getattr(importlib.import_module(module), cls)
     init = cfg.data.init_args.as_dict() if isinstance(cfg.data.init_args, Namespace) else dict(cfg.data.init_args)
+    if cfg.data.class_path == "datamodules.PointCloudFolder":  # class names come from the folders
+        init["root"] = class_folders(tmp_path / "my_shapes")
     data = data_cls(**init)
     assert data.num_classes >= 2
 

@@ -32,7 +32,8 @@ def _metrics(csv_dir: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     with files[0].open() as f:
         for row in csv.DictReader(f):
-            out.update({k: float(v) for k, v in row.items() if v not in ("", None) and k.startswith("val/")})
+            out.update({k: float(v) for k, v in row.items()
+                        if v not in ("", None) and k.startswith(("val/", "val_per_class/"))})
     return out
 
 
@@ -52,7 +53,7 @@ def test_two_processes_fit_and_validate_like_one(tmp_path):
     _i2p(["validate", "--config", str(cfg), "--ckpt_path", str(ckpt), *_csv_logger(tmp_path / "one")], tmp_path)
     _i2p(["validate", "--config", str(cfg), "--ckpt_path", str(ckpt), *ddp, *_csv_logger(tmp_path / "two")], tmp_path)
     one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
-    assert {"val/acc", "val/macc", "val/loss", "val/acc_sphere"} <= one.keys()
+    assert {"val/acc", "val/macc", "val/loss", "val_per_class/acc_sphere"} <= one.keys()
     assert one.keys() == two.keys()
     for key in one:
         assert two[key] == pytest.approx(one[key], abs=1e-5), key

@@ -1,4 +1,4 @@
-"""Segmentation through the app: the demo's flow on tiny rooms, `i2p predict-seg` on a point-cloud
+"""Segmentation through the app: the demo's flow on tiny rooms, `i2p predict` on a point-cloud
 file, the shipped segmentation configs, and DDP: 1 and 2 gloo processes give the same point-level
 metrics on one checkpoint.
 """
@@ -45,8 +45,8 @@ def test_demo_flow_then_predict_every_point_of_a_file(tmp_path, capsys, monkeypa
     pts = (rng.random((300, 3)) * [3, 3, 2.5]).astype(np.float32)
     write_point_cloud(tmp_path / "scan.ply", pts, colors=rng.random((300, 3)))
     np.savetxt(tmp_path / "scan2.txt", np.hstack([pts[:50], rng.integers(0, 256, (50, 3))]), fmt="%.4f")
-    assert main(["predict-seg", "--ckpt", str(ckpt), "--out", str(tmp_path / "pred"), str(tmp_path / "scan.ply"),
-                 str(tmp_path / "scan2.txt")]) == 0
+    assert main(["predict", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "pred"), "--inputs",
+                 str(tmp_path / "scan.ply"), str(tmp_path / "scan2.txt")]) == 0  # dispatched on the class
     labels = np.loadtxt(tmp_path / "pred" / "scan.labels.txt", dtype=int)
     assert labels.shape == (300,) and labels.min() >= 0 and labels.max() < 8
     assert len(np.loadtxt(tmp_path / "pred" / "scan2.labels.txt", dtype=int)) == 50
@@ -55,8 +55,8 @@ def test_demo_flow_then_predict_every_point_of_a_file(tmp_path, capsys, monkeypa
     coloured = read_point_cloud(tmp_path / "pred" / "scan.ply")
     np.testing.assert_allclose(coloured["points"], pts, atol=1e-5)
     assert coloured["colors"].shape == (300, 3)
-    with pytest.raises(SystemExit, match="not found"):
-        main(["predict-seg", "--ckpt", str(tmp_path / "nope.ckpt"), str(tmp_path / "scan.ply")])
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        main(["predict", "--ckpt_path", str(tmp_path / "nope.ckpt"), "--inputs", str(tmp_path / "scan.ply")])
 
 
 @pytest.mark.ddp

@@ -173,3 +173,65 @@ def test_stale_temp_files_of_killed_writers(tmp_path):
     assert [p.name for p in io.stale_temp_files(tmp_path, "last.ckpt")] == [Path(left[0]).name]
     assert sorted(map(str, io.remove_stale_temp_files(tmp_path))) == sorted(left)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "last.ckpt"]
+@pytest.mark.parametrize(
+    "text, has",
+    [
+        ("OFF\n\n# header comment\n8 12 0\n\n", set()),  # blank lines and comments anywhere
+        ("COFF\n8 12 0\n", {"colors"}),  # per-vertex RGBA after the coordinates
+        ("NOFF\n8 12 0\n", {"normals"}),  # per-vertex normals after the coordinates
+        ("CNOFF\n8 12 0\n", {"colors", "normals"}),
+        ("nOFF\n3\n8 12 0\n", set()),  # explicit dimension line
+        ("4OFF\n8 12 0\n", set()),  # homogeneous coordinates
+    ],
+)
+def test_off_reader_follows_the_specification(tmp_path, text, has):
+    rng = np.random.default_rng(0)
+    normals = rng.normal(size=(8, 3))
+    rgba = rng.integers(0, 256, size=(8, 4))
+    lines = []
+    for i, v in enumerate(CUBE_V):
+        row = [*(v * 2.0), 2.0] if text.startswith("4OFF") else list(v)
+        if "normals" in has:
+            row += list(normals[i])
+        if "colors" in has:
+            row += list(rgba[i])
+        lines.append(" ".join(map(str, row)) + ("  # vertex comment" if i == 3 else ""))
+    faces = [f"3 {a} {b} {c}" + (" 255 0 0" if k % 2 else "") for k, (a, b, c) in enumerate(CUBE_F)]  # face colours
+    p = tmp_path / "variant.off"
+    p.write_text(text + "\n".join(lines) + "\n\n" + "\n".join(faces) + "\n")
+    data = io.read_off_data(p)
+    np.testing.assert_allclose(data["vertices"], CUBE_V, atol=1e-6)
+    np.testing.assert_array_equal(data["triangles"], CUBE_F)
+    assert has == {k for k in ("colors", "normals") if k in data}
+    if "normals" in has:
+        np.testing.assert_allclose(data["normals"], normals, atol=1e-6)
+    if "colors" in has:
+        np.testing.assert_allclose(data["colors"], rgba[:, :3] / 255.0, atol=1e-6)
+
+
+def test_off_point_set_and_bad_variants(tmp_path):
+    p = tmp_path / "points.off"
+    p.write_text("OFF\n4 0 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n")  # a vertex-only point set
+    data = io.read_off_data(p)
+    assert data["vertices"].shape == (4, 3) and data["triangles"].shape == (0, 3)
+    np.testing.assert_allclose(io.read_point_cloud(p)["points"], data["vertices"])  # its points, as they are
+    for text, match in (("OFF BINARY\n", "binary OFF"), ("nOFF\n4\n1 0 0\n0 0 0 0\n", "dimension 4"),
+                        ("COFF\n1 0 0\n0 0 0 1 1\n", "RGB or RGBA")):
+        p.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            io.read_off_data(p)
+
+
+@pytest.mark.parametrize("ext", [".off", ".obj", ".stl", ".ply"])
+def test_read_point_cloud_samples_a_mesh_surface(tmp_path, ext):
+    p = tmp_path / f"cube{ext}"
+    io.write_mesh(p, CUBE_V, CUBE_F)
+    a = io.read_point_cloud(p, mesh_points=300, seed=1)["points"]
+    assert a.shape == (300, 3)  # sampled on the surface, not the 8 vertices (nor "empty")
+    on_face = np.isclose(a, 0, atol=1e-5) | np.isclose(a, 1, atol=1e-5)
+    assert on_face.any(axis=1).all()
+    np.testing.assert_array_equal(a, io.read_point_cloud(p, mesh_points=300, seed=1)["points"])  # seeded
+    assert len(io.read_point_cloud(p)["points"]) == io.MESH_POINTS
+    with pytest.raises(ValueError, match=r"cube.foo.*unsupported point-cloud format"):
+        (tmp_path / "cube.foo").write_text("x")
+        io.read_point_cloud(tmp_path / "cube.foo")

@@ -1,4 +1,6 @@
-"""docs/adding_a_dataset.md, done literally: its module written to a temp dir, its config parsed."""
+"""docs/adding_a_dataset.md, done literally: the class-folder config on a temporary tree; the module
+written to a temp dir, its config parsed.
+"""
 
 import re
 import sys
@@ -37,8 +39,12 @@ def user_package(tmp_path, monkeypatch):
         del sys.modules[name]
 
 
+def doc_yaml(containing: str) -> dict:
+    return yaml.safe_load(next(b for b in doc_blocks("yaml") if containing in b))
+
+
 def doc_config(root):
-    cfg = yaml.safe_load(doc_blocks("yaml")[0])
+    cfg = doc_yaml("mypackage")
     cfg["data"]["init_args"].update(root=str(root), batch_size=4, few_shot=2)
     return cfg
 
@@ -79,3 +85,23 @@ def test_cli_parses_the_doc_config(user_package, tmp_path, monkeypatch):
     run = cli.run_lightning(["--config", str(path), f"--checkpoint.dirpath={tmp_path / 'ckpt'}"], run=False)
     assert type(run.datamodule).__name__ == "MyShapes"
     assert run.model.num_classes == 3  # linked from data.num_classes
+
+
+def test_doc_folder_config_reads_class_folders(tmp_path):
+    """Option 1 of the page: no code, the folder tree of its picture (split first)."""
+    from jsonargparse import ArgumentParser
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for c in ("mug", "bottle"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for k in range(n):
+                np.savez(tmp_path / split / c / f"{k}.npz", points=rng.normal(size=(200, 3)).astype(np.float32))
+    cfg = doc_yaml("PointCloudFolder")
+    cfg["data"]["init_args"].update(root=str(tmp_path), few_shot=2, batch_size=4)
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(pl.LightningDataModule, "data")
+    data = parser.instantiate(parser.parse_object(cfg)).data
+    assert type(data).__name__ == "PointCloudFolder" and data.class_names == ["bottle", "mug"]
+    assert len(data.items("train")) == 4 and len(data.items("val")) == 4  # val -> test
+    assert next(iter(data.train_dataloader()))["label"].shape == (4,)

@@ -197,7 +197,8 @@ CASES = [
     Case("off-empty", lambda t: _off(t, ""), "not an OFF file"),
     Case("off-binary", lambda t: _off(t, b"\x89PNG\r\n\x1a\n\x00\x00"), "not an OFF file"),
     Case("off-bad-header", lambda t: _off(t, "OFFx y z\n"), "bad OFF header"),
-    Case("off-no-vertices", lambda t: _off(t, "OFF\n0 0 0\n"), "0 vertices, expected at least one"),
+    Case("off-no-vertices", lambda t: _off(t, "OFF\n0 0 0\n"),
+         "OFF header says 0 vertices and 0 faces, expected at least one vertex"),
     Case("off-truncated", lambda t: _off(t, "OFF\n8 12 0\n0 0 0\n"), "truncated OFF file"),
     Case("off-face-out-of-range", lambda t: _off(t, "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 9\n"), "out of range"),
     Case("off-nan-vertex", lambda t: _off(t, "OFF\n3 1 0\n0 0 nan\n1 0 0\n0 1 0\n3 0 1 2\n"), "NaN/Inf"),
@@ -212,7 +213,7 @@ CASES = [
          "repeats class names"),
     # ModelNet40, HDF5 release
     Case("mn-h5-missing", lambda t: ((lambda: ModelNet40(root=str(t)).arrays("train")), str(t.resolve())),
-         "not found under .*Get it with download=True", FileNotFoundError),
+         "not found under .*Get it with download: true", FileNotFoundError),
     Case("mn-h5-listed-file-missing", _mn_listing, "lists files that are missing.*ply_data_train7.h5",
          FileNotFoundError),
     Case("mn-h5-class-names", _mn_names, "class names differ from the ModelNet40 table"),

@@ -73,7 +73,7 @@ def test_modelnet_missing_data_says_where_and_how(tmp_path):
         ModelNet40(root=str(tmp_path / "nothing")).setup("fit")
     msg = str(e.value)
     assert "ply_data_train0..4.h5" in msg and str(tmp_path / "nothing") in msg
-    assert mn.H5_URL in msg and "download=True" in msg
+    assert mn.H5_URL in msg and "download: true" in msg and "url: a mirror" in msg and "archive:" in msg
     with pytest.raises(FileNotFoundError, match="ModelNet40.zip"):
         ModelNet40(root=str(tmp_path), format="off").items("train")
 
@@ -162,6 +162,44 @@ def test_modelnet_download_with_file_url(tmp_path, monkeypatch):
     assert (root / "modelnet40_ply_hdf5_2048" / "ply_data_train0.h5").is_file()
     assert not list(root.glob("*.zip")) and not list(root.glob(".extract_*"))
     assert len(dm.items("train")) == 8
+
+
+def test_modelnet_mirror_url_checksum_and_local_archive(tmp_path, capsys):
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    src = tmp_path / "src"
+    write_modelnet_h5(src, sizes=(("train0", 8), ("test0", 4)))
+    archive = tmp_path / "mirror" / "modelnet40_ply_hdf5_2048.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in (src / "modelnet40_ply_hdf5_2048").iterdir():
+            z.write(f, f"modelnet40_ply_hdf5_2048/{f.name}")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(archive.parent)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    mirror = f"http://127.0.0.1:{server.server_port}/{archive.name}"
+    try:
+        bad = ModelNet40(root=str(tmp_path / "a"), download=True, url=mirror, md5="0" * 32)
+        with pytest.raises(ValueError, match="does not match md5"):
+            bad.prepare_data()
+        assert not list((tmp_path / "a").glob("*.zip*"))  # nothing half-written left behind
+
+        dm = ModelNet40(root=str(tmp_path / "b"), download=True, url=mirror, md5=md5)  # torchvision's download
+        dm.prepare_data()
+        assert len(dm.items("train")) == 8 and not list((tmp_path / "b").glob("*.zip*"))
+    finally:
+        server.shutdown()
+
+    local = ModelNet40(root=str(tmp_path / "c"), archive=str(archive), md5=md5)  # no network at all
+    local.prepare_data()
+    assert len(local.items("test")) == 4 and archive.is_file()  # the given zip is kept
+
+    with pytest.raises(OSError, match="Point `url:` at a mirror"):
+        ModelNet40(root=str(tmp_path / "d"), download=True, url="http://127.0.0.1:9/x.zip").prepare_data()
 
 
 def write_scanobjectnn(root, variant_file, n=30, points=64, **override):

@@ -127,5 +127,25 @@ def test_fip_io_with_pretrained_2d_learns_and_only_stem_and_head_change(tmp_path
     metrics = trainer.callback_metrics
     chance = 1 / dm.num_classes
     assert float(metrics["val/acc"]) >= chance + 0.25, f"val/acc {float(metrics['val/acc']):.3f}"
-    for key in ("train/loss", "train/acc", "val/loss", "val/macc", "lr", *(f"val/acc_{c}" for c in CLASSES)):
+    for key in ("train/loss", "train/acc", "val/loss", "val/macc", "lr", *(f"val_per_class/acc_{c}" for c in CLASSES)):
         assert key in metrics, key
+
+
+@pytest.mark.parametrize("module", ["classifier", "segmenter"])
+def test_backend_argument_reaches_every_conv(module):
+    from i2p.sparse import Conv3d, backend_available
+    from models import PointSegmenter
+
+    def build(backend):
+        if module == "classifier":
+            return PointClassifier(num_classes=3, backend=backend)
+        return PointSegmenter(num_classes=3, in_channels=3, preset="light", backend=backend)
+
+    convs = [m for m in build("i2p").modules() if isinstance(m, Conv3d)]
+    assert convs and {m.backend for m in convs} == {"i2p"}
+    assert {m.backend for m in build(None).modules() if isinstance(m, Conv3d)} == {None}  # the engine default
+    if not backend_available("spconv"):  # the choice is checked when the model is built, with the install hint
+        with pytest.raises(ImportError, match="spconv"):
+            build("spconv")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        build("cuda")

@@ -10,9 +10,11 @@ from safetensors.torch import save_file
 from timm.models.resnet import BasicBlock, ResNet
 
 from i2p.inflate import InflateConfig
+from models import weights
 from models.backbones import SparseResNet, create_sparse_resnet
 from models.backbones.planar import randomize_bn_stats_
-from models.weights import load_pretrained
+from models.weights import WeightsUnavailable, hub_weights_file, load_pretrained
+from tests.helpers.hub import unreachable_hub
 from tests.helpers.weights import assert_transferred
 
 SMALL = dict(block="basic", layers=(1, 1, 1, 1), channels=(16, 16, 32, 32))
@@ -93,6 +95,7 @@ def test_timm_pretrained_path(tmp_path, monkeypatch):
         calls.append((name, pretrained))
         return small_2d()
     monkeypatch.setattr(timm, "create_model", fake_create_model)
+    monkeypatch.setattr(weights, "hub_weights_file", lambda name: None)  # as if downloadable
     load_pretrained(small_3d(), "timm:resnet18.a1_in1k")
     assert calls == [("resnet18.a1_in1k", True)]
 
@@ -125,3 +128,38 @@ def test_unknown_and_missing_keys():
         load_pretrained(small_3d(), 3.5)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_pretrained(small_3d(), "nope.pth")
+
+
+@pytest.fixture
+def no_hub(tmp_path, monkeypatch):
+    return unreachable_hub(monkeypatch, tmp_path)
+
+
+def test_no_hub_fails_at_once_with_what_to_do(no_hub, monkeypatch):
+    calls = []
+    monkeypatch.setattr(timm, "create_model", lambda *a, **kw: calls.append(a))  # the retrying download
+    with pytest.raises(WeightsUnavailable, match="127.0.0.1:9 unreachable") as e:
+        create_sparse_resnet("resnet18.tv_in1k", pretrained=True, num_classes=4)
+    assert not calls  # failed before timm asked the hub
+    for hint in ("HF_HUB_OFFLINE=1", "pretrained: /path/to/weights.pth", "pretrained: false", "timm/resnet18.tv_in1k"):
+        assert hint in str(e.value)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsUnavailable, match="HF_HUB_OFFLINE is set"):
+        hub_weights_file("resnet18.tv_in1k")
+
+
+def test_prefetched_cache_loads_without_the_network(no_hub):
+    """A node without internet, with the Hugging Face cache copied from one that has it."""
+    from safetensors.torch import save_file
+
+    m2 = randomize_bn_stats_(timm.create_model("resnet18"))
+    snap = no_hub / "hf" / "models--timm--resnet18.tv_in1k" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in m2.state_dict().items()}, str(snap / "model.safetensors"))
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0123abcd")
+    assert hub_weights_file("resnet18.tv_in1k") == str(snap / "model.safetensors")
+    m3 = create_sparse_resnet("resnet18.tv_in1k", pretrained=True, num_classes=4)
+    assert_transferred(m3, m2.state_dict())

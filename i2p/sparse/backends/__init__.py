@@ -19,16 +19,17 @@ Optional libraries are imported only through `i2p.optional.require` (an install 
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import torch
 
 from ...optional import require
 
-__all__ = ["BACKENDS", "Backend", "set_default_backend", "get_default_backend", "backend_available",
+__all__ = ["BACKENDS", "BackendName", "Backend", "set_default_backend", "get_default_backend", "backend_available",
            "resolve_name", "resolve", "check_backend", "require_backend"]
 
-BACKENDS = ("auto", "i2p", "spconv", "torchsparse")
+BackendName = Literal["auto", "i2p", "spconv", "torchsparse"]
+BACKENDS: tuple[str, ...] = get_args(BackendName)
 _IMPORT = {"spconv": "spconv.pytorch.ops", "torchsparse": "torchsparse.backend"}
 _default: str | None = None
 _available: dict[str, bool] = {}
