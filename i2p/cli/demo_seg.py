@@ -21,11 +21,9 @@ import torch
 
 from i2p.cli import pretrain2d
 from i2p.cli.configs import find_config
+from i2p.cli.demo import PRETRAIN_ARGS  # the classification demo's: one cached checkpoint serves both demos
 
 __all__ = ["PRETRAIN_ARGS", "majority_baseline", "run"]
-
-PRETRAIN_ARGS = ["--model", "resnet18", "--image-size", "32", "--num-images", "4000", "--epochs", "8"]
-# the classification demo's settings: the same cached checkpoint serves both demos
 
 
 def majority_baseline(datamodule: Any, split: str = "test") -> dict[str, Any]:

@@ -35,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="shapes2d", help="'shapes2d' (generated) or an ImageFolder directory")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--num-images", type=int, default=4000, help="generated training images (shapes2d)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (cosine schedule)")
+    # defaults = the demos' checkpoint (i2p.cli.demo.PRETRAIN_ARGS): `i2p pretrain2d` alone fills their cache
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=8e-3, help="AdamW learning rate (cosine schedule)")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--workers", type=int, default=0)

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from i2p.cli import fewshot, speedup
 from i2p.cli import sweep as sw
+from i2p.cli.demo import PRETRAIN_ARGS
 from i2p.cli.tables import markdown_table, regime_label
 from i2p.io import atomic_write_bytes
 
 __all__ = ["DEFAULT_SWEEPS", "SWEEP_COMMANDS", "PAPER", "PUBLISHED", "load_sweep", "reading_fewshot",
            "reading_speedup", "render", "main"]
 
-PRETRAIN = "i2p pretrain2d --model resnet18 --image-size 32 --num-images 4000 --epochs 8"
+PRETRAIN = "i2p pretrain2d " + " ".join(PRETRAIN_ARGS)
 PRETRAIN_RECORD = Path(".cache/i2p/pretrain2d/resnet18_shapes2d_32px.pth.json")  # its sidecar (val acc)
 #: the embedded-data sweeps (docs/experiments.md): folder -> the command that fills it
 SWEEP_COMMANDS = {
@@ -142,8 +143,9 @@ def _section(title: str, folder: Path, figures: Path, docs: Path) -> tuple[str, 
     image = figures / f"{spec['kind']}.png"
     atomic_write_bytes(image, png)
     rel = os.path.relpath(image, docs)
+    command = results[0]["command"].replace(f"{Path.cwd()}{os.sep}", "")  # no machine's absolute paths in the doc
     text = (f"## {title}\n\n{table}\n![{title}]({rel})\n\n{_cost(results)}. One run's exact `i2p fit` command "
-            f"(from its result file): `{results[0]['command']}`\n")
+            f"(from its result file): `{command}`\n")
     return text, reading
 
 

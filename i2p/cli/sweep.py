@@ -290,7 +290,7 @@ def _finish_wandb() -> None:
     """End this process's W&B run, so the next run of the sweep starts its own."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(quiet=True)
+        wandb.finish()
 
 
 def _build_cli() -> type:
@@ -328,9 +328,8 @@ def execute(run_dir: Path, extra_args: Sequence[str] = ()) -> dict:
         callbacks += [tta, StopAtTarget(tta, target)]
     start = time.monotonic()
     try:
-        with warnings.catch_warnings():  # the sweep's own argv is not the run's: Lightning's warning misleads
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            cli = run_lightning(["fit", *argv], cli_class=_build_cli(), trainer_defaults={"callbacks": callbacks})
+        # not inside warnings.catch_warnings: the filters run_lightning sets (quiet_known_warnings) must outlive it
+        cli = run_lightning(["fit", *argv], cli_class=_build_cli(), trainer_defaults={"callbacks": callbacks})
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         if trainer.num_devices * trainer.num_nodes > 1:
             raise SystemExit(f"{run_dir.name}: a sweep trains one device per run (got {trainer.num_devices} devices "

@@ -151,6 +151,17 @@ def test_wandb_group_and_tags_reach_the_logger(tmp_path):
     assert sw.wandb_args(str(tiny_sweep_config(tmp_path / "nolog")), [], "g", "fewshot") is None  # logger: false
 
 
+def test_each_run_of_a_sweep_ends_its_wandb_run(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="i2p-test")
+    assert wandb.run is run
+    sw._finish_wandb()  # the next run of the sweep must open its own
+    assert wandb.run is None
+    sw._finish_wandb()  # and with no run it does nothing
+
+
 @pytest.mark.slow
 def test_episodes_sweep_trains_on_each_folds_classes(tmp_path):
     out = tmp_path / "ep"

@@ -44,7 +44,8 @@ def write_config(tmp_path: Path, pretrained: str | bool = False, regime: str = "
         "seed_everything": 0,
         "trainer": {
             "accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False, "enable_progress_bar": False,
-            "enable_model_summary": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1, **trainer,
+            "enable_model_summary": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1,
+            "default_root_dir": str(tmp_path), **trainer,  # run files (collapse plot, ...) stay in tmp_path
         },
         "data": {"class_path": "datamodules.SyntheticShapes", "init_args": {**DATA_ARGS, **(data or {})}},
         "model": {"class_path": "models.PointClassifier",
