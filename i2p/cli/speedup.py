@@ -2,7 +2,7 @@
 
 Every (seed, regime) trains until ``--monitor`` (default ``val/acc``) reaches ``--target`` or
 ``--max-epochs`` run out; the landed ``TimeToAccuracy`` records when (and the run stops there).
-Writes ``sweep.csv``, ``speedup.md`` and ``curves.png`` (the monitored metric of every run against
+Writes ``speedup.csv`` (one row per run), ``speedup.md`` and ``curves.png`` (the monitored metric of every run against
 epochs, one colour per regime) under ``--out`` (default ``runs/<config name>/speedup``). A run
 that did not reach the target is reported as "not reached within the budget", never as a number.
 Other arguments go to ``i2p fit``.
@@ -183,8 +183,8 @@ def main(argv: Sequence[str] = ()) -> int:
 
 
 def write_outputs(sweep: sw.Sweep, results: Sequence[dict], regimes: Sequence[str], baseline: str) -> None:
-    """``sweep.csv``, ``speedup.md`` and ``curves.png`` from the finished runs."""
-    sw.write_csv(sweep.out / "sweep.csv", csv_rows(results))
+    """``speedup.csv``, ``speedup.md`` and ``curves.png`` from the finished runs."""
+    sw.write_csv(sweep.out / "speedup.csv", csv_rows(results))
     if not results:
         print(f"[speedup] no finished runs yet in {sweep.out}", file=sys.stderr)
         return

@@ -9,7 +9,7 @@ A sweep folder (``--out``)::
     runs/<id>/result.json       written atomically once the run is trained and tested: a run
                                 with one is finished, and a re-run of the sweep skips it
     runs/<id>/log.txt           its output, when it ran in a subprocess (``--devices``)
-    sweep.csv, <kind>.md, .png  the aggregate of the finished runs, rewritten by every invocation
+    sweep.csv (speedup.csv), <kind>.md, .png  the aggregate of the finished runs, rewritten by every invocation
 
 Each run goes through the real LightningCLI (``run_lightning`` with the project's defaults and
 ``--config``), is trained, then tested on its final weights: no checkpoint is picked by a metric,

@@ -57,7 +57,7 @@ def test_not_reached_is_reported_as_such_never_as_a_number():
 @pytest.mark.slow
 def test_speedup_sweep_stops_at_the_target(speedup_sweep):
     out, _ = speedup_sweep
-    with open(out / "sweep.csv") as f:
+    with open(out / "speedup.csv") as f:
         rows = {r["regime"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"all", "scratch"}
     for r in rows.values():  # every run reaches val/acc >= 0 at its first validation and stops there
