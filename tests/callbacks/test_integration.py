@@ -14,7 +14,8 @@ from callbacks.neural_collapse import METRICS
 
 
 @pytest.mark.slow
-def test_real_classifier_and_synthetic_shapes(tmp_path):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: Lightning's CPU autocast end to end
+def test_real_classifier_and_synthetic_shapes(tmp_path, precision):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -26,15 +27,22 @@ def test_real_classifier_and_synthetic_shapes(tmp_path):
         frozen = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                   and not any(p.requires_grad for p in m.parameters())]
         nc = NeuralCollapse()
+        dtypes = set()
+
+        class LogitsDtype(pl.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                dtypes.add(outputs["logits"].dtype)
+
         trainer = pl.Trainer(
             accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path),
-            callbacks=[nc, TimeToAccuracy(thresholds=(0.0, 1.01))],
+            enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path), precision=precision,
+            callbacks=[nc, TimeToAccuracy(thresholds=(0.0, 1.01)), LogitsDtype()],
         )  # fmt: skip
         with pytest.warns(UserWarning, match="frozen random layers"):  # io without weights: fine for plumbing
             trainer.fit(model, data)
     finally:
         torch.set_num_threads(before)
+    assert dtypes == {torch.bfloat16 if precision == "bf16-mixed" else torch.float32}  # autocast really on (or off)
     m = trainer.callback_metrics
     for split, n in (("train", 12), ("val", 6)):
         assert all(f"nc/{split}/{k}" in m for k in METRICS)
