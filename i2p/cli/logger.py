@@ -161,6 +161,14 @@ class WandbLogger(_PLWandbLogger):
     @property
     def experiment(self) -> Any:
         """The W&B run; an online ``wandb.init`` that fails falls back to an offline run."""
+        if self._experiment is None and self._offline and self._wandb_init.get("mode") == "offline":
+            # wandb.init gets mode="offline" already; Lightning would also set WANDB_MODE=dryrun, a change of
+            # the environment after wandb's setup that wandb reports as a warning on every run
+            self._offline = False
+            try:
+                return super().experiment
+            finally:
+                self._offline = True
         if self._experiment is not None or self._offline or self.mode != "online":
             return super().experiment
         try:

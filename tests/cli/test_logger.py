@@ -104,3 +104,19 @@ def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch):
     finally:
         wandb.finish()
         monkeypatch.delenv("WANDB_MODE", raising=False)
+
+
+def test_offline_run_leaves_the_environment_alone(clean_home, monkeypatch):
+    import os
+
+    import wandb
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = lg.WandbLogger(save_dir=str(clean_home / "runs"), project="i2p-test")
+    assert logger.mode == "offline"
+    try:
+        run = logger.experiment
+        assert run is not None and run.settings.mode in ("offline", "dryrun")
+        assert "WANDB_MODE" not in os.environ  # wandb warns about any variable changed after its setup
+    finally:
+        wandb.finish()
