@@ -25,7 +25,7 @@ from models.backbones import create_sparse_resnet
 from models.backbones.heads import HeadKind
 from models.backbones.resnet import Stem
 from models.finetune import RegimeName, apply_regime, get_regime, trainable_parameters
-from models.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from models.optim import OptimizerName, SchedulerName, optimizers_from_hparams
 from models.weights import (
     SLIM_KEY,
     loading_from_checkpoint,
@@ -343,13 +343,5 @@ class PointClassifier(pl.LightningModule):
         return list(trainable_parameters(self))
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        opt = build_optimizer(self.trainable_parameters(), hp.optimizer, hp.lr, hp.momentum, hp.weight_decay,
-                              hp.nesterov)
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        if not max_epochs or max_epochs < 0:
-            max_epochs = 100
-        sched = build_scheduler(opt, hp.scheduler, max_epochs, hp.warmup_epochs, hp.poly_power)
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return optimizers_from_hparams(self.trainable_parameters(), self.hparams, max_epochs)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, PolynomialLR, SequentialLR
 
 __all__ = ["OptimizerName", "SchedulerName", "OPTIMIZERS", "SCHEDULERS", "build_optimizer", "lr_factor",
-           "build_scheduler"]
+           "build_scheduler", "optimizers_from_hparams"]
 
 OptimizerName = Literal["sgd", "adamw"]
 SchedulerName = Literal["cosine", "poly", "none"]
@@ -93,3 +93,17 @@ def build_scheduler(
     if main is None:  # warm-up, then the base rate
         main = LinearLR(optimizer, start_factor=1.0, end_factor=1.0, total_iters=1)
     return SequentialLR(optimizer, [warmup, main], milestones=[w])
+
+
+def optimizers_from_hparams(params: Iterable[torch.nn.Parameter], hp: Any, max_epochs: int | None) -> Any:
+    """What ``configure_optimizers`` returns for a module with the recipe's hyper-parameters (``optimizer``,
+    ``lr``, ``momentum``, ``weight_decay``, ``nesterov``, ``scheduler``, ``warmup_epochs``, ``poly_power``):
+    the optimizer, plus the per-epoch schedule over ``max_epochs`` (100 when the trainer sets no finite one).
+    """
+    opt = build_optimizer(params, hp.optimizer, hp.lr, hp.momentum, hp.weight_decay, hp.nesterov)
+    if not max_epochs or max_epochs < 0:
+        max_epochs = 100
+    sched = build_scheduler(opt, hp.scheduler, max_epochs, hp.warmup_epochs, hp.poly_power)
+    if sched is None:
+        return opt
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

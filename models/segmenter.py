@@ -29,7 +29,7 @@ from i2p.sparse import BackendName, set_backend
 from models.backbones.unet import create_sparse_resunet
 from models.finetune import RegimeName, apply_regime, get_regime, trainable_parameters
 from models.metrics import PART_ABSENT, PartIoU, segmentation_scores
-from models.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from models.optim import OptimizerName, SchedulerName, optimizers_from_hparams
 
 __all__ = ["PointSegmenter", "point_batch_index", "representatives"]
 
@@ -352,13 +352,5 @@ class PointSegmenter(pl.LightningModule):
         return list(trainable_parameters(self))
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        opt = build_optimizer(self.trainable_parameters(), hp.optimizer, hp.lr, hp.momentum, hp.weight_decay,
-                              hp.nesterov)
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        if not max_epochs or max_epochs < 0:
-            max_epochs = 100
-        sched = build_scheduler(opt, hp.scheduler, max_epochs, hp.warmup_epochs, hp.poly_power)
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return optimizers_from_hparams(self.trainable_parameters(), self.hparams, max_epochs)
