@@ -24,10 +24,11 @@ __all__ = ["predict_segmentation"]
 
 
 def _data_settings(ckpt_path: Path) -> dict[str, Any]:
+    """The recorded DataModule settings, read memory-mapped (no second full load of the weights)."""
     from models.segmenter import PointSegmenter
+    from models.weights import peek_checkpoint
 
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    return dict(ckpt.get(PointSegmenter.DATA_KEY) or {})
+    return dict(peek_checkpoint(ckpt_path).get(PointSegmenter.DATA_KEY) or {})
 
 
 def predict_segmentation(ckpt_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
