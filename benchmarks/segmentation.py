@@ -139,7 +139,8 @@ def regimes(names: list[str], seeds: list[int], epochs: int, preset: str, data_a
 
     from datamodules import SyntheticRooms
     from i2p.cli import pretrain2d
-    from i2p.cli.demo_seg import PRETRAIN_ARGS, majority_baseline
+    from i2p.cli.demo import PRETRAIN_ARGS
+    from i2p.cli.demo_seg import majority_baseline
     from models import PointSegmenter
 
     ckpt, record = pretrain2d.run(PRETRAIN_ARGS)

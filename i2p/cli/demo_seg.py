@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from i2p.cli import pretrain2d
 from i2p.cli.configs import find_config
-from i2p.cli.demo import PRETRAIN_ARGS  # the classification demo's: one cached checkpoint serves both demos
+from i2p.cli.demo import pretrained_2d  # the classification demo's: one cached 2D checkpoint serves both
 
-__all__ = ["PRETRAIN_ARGS", "majority_baseline", "run"]
+__all__ = ["majority_baseline", "run"]
 
 
 def majority_baseline(datamodule: Any, split: str = "test") -> dict[str, Any]:
@@ -60,13 +59,7 @@ def run(argv: Sequence[str] = ()) -> int:
     from i2p.cli.lightning import run_lightning  # heavy imports after --help
 
     start = time.time()
-    if args.pretrained is None:
-        ckpt, record = pretrain2d.run(PRETRAIN_ARGS)
-        pretrained = str(ckpt)
-        print(f"[demo-seg] 2D ResNet-18 on generated images: val acc {record['val_acc']:.3f} (chance "
-              f"{record['chance']:.3f})")
-    else:
-        pretrained = args.pretrained
+    pretrained = pretrained_2d(args.pretrained, "[demo-seg]")
     try:
         config = find_config(args.config)
     except FileNotFoundError as err:
