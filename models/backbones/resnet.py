@@ -21,7 +21,7 @@ from i2p.sparse import BatchNorm, Conv3d, MaxPool3d, ReLU, SparseTensor, add, gl
 from .heads import HEADS, ClassifierHead
 
 __all__ = ["BasicBlock", "Bottleneck", "SparseResNet", "create_sparse_resnet", "ARCHS", "Stem", "STEMS",
-           "list_sparse_resnets", "resolve_arch"]
+           "list_sparse_resnets", "resolve_arch", "init_fresh"]
 
 Stem = Literal["new", "inflate"]
 STEMS: tuple[str, ...] = get_args(Stem)
@@ -83,6 +83,22 @@ class Bottleneck(nn.Module):
 
 BlockType = type[BasicBlock] | type[Bottleneck]
 _BLOCKS: dict[str, BlockType] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def init_fresh(module: nn.Module) -> None:
+    """Fresh init of every layer: the engine's conv init (torchsparse's), BN weight 1 / bias 0 with
+    running stats reset, Linear's default. The backbones' ``init_weights``.
+    """
+    for m in module.modules():
+        if isinstance(m, Conv3d):
+            m.reset_parameters()
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            if m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            m.reset_parameters()
 
 
 def make_shortcut(inplanes: int, outplanes: int, stride: int, shortcut: str) -> nn.Sequential:
@@ -195,17 +211,7 @@ class SparseResNet(nn.Module):
         return stem + tuple(f"{m}." for m in self.head_modules())
 
     def init_weights(self) -> None:
-        """Fresh init: the engine's conv init (torchsparse's), BN weight 1 / bias 0, running stats reset."""
-        for m in self.modules():
-            if isinstance(m, Conv3d):
-                m.reset_parameters()
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                if m.affine:
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                m.reset_parameters()
+        init_fresh(self)
 
     def get_classifier(self) -> nn.Module:
         return self.head.fc

@@ -27,7 +27,7 @@ from i2p.inflate import SHORTCUTS, InflateConfig
 from i2p.sparse import BatchNorm, Conv3d, ReLU, SparseTensor, cat, devoxelize
 
 from .heads import ClassifierHead
-from .resnet import _BLOCKS, ARCHS, BasicBlock, _timm_cfg, make_shortcut, make_stages, resolve_arch
+from .resnet import _BLOCKS, ARCHS, BasicBlock, _timm_cfg, init_fresh, make_shortcut, make_stages, resolve_arch
 
 __all__ = ["UNET_PRESETS", "DEVOXELIZE_MODES", "UpBlock", "SparseResUNet", "create_sparse_resunet"]
 
@@ -160,17 +160,7 @@ class SparseResUNet(nn.Module):
         return ("conv1.", "bn1.") + tuple(f"{m}." for m in mods)
 
     def init_weights(self) -> None:
-        """Fresh init: the engine's conv init, BN weight 1 / bias 0, running stats reset, Linear default."""
-        for m in self.modules():
-            if isinstance(m, Conv3d):
-                m.reset_parameters()
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                if m.affine:
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                m.reset_parameters()
+        init_fresh(self)
 
     def get_classifier(self) -> nn.Module:
         return self.head.fc
