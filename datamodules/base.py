@@ -100,6 +100,8 @@ class VoxelDataModule(pl.LightningDataModule):
     class_names: Sequence[str] | None = None
     #: batches the samples (docs/conventions.md); a task with other batch keys swaps it
     collate = staticmethod(collate_voxels)
+    #: the voxelising dataset of a split (``dataset``); a task with other sample keys swaps it with ``collate``
+    dataset_class: type[PointCloudDataset] = PointCloudDataset
     #: up axis of the data set, used by the ``paper_rotate`` preset.
     up_axis: str = "y"
 
@@ -248,8 +250,7 @@ class VoxelDataModule(pl.LightningDataModule):
         train = split == "train" if train is None else train
         key = (split, train)
         if key not in self._datasets:
-            self._datasets[key] = PointCloudDataset(
-                self.items(split),
+            options = dict(
                 read=self.read_sample if self.episode is None else self._read_episode_sample,
                 describe=self.describe_sample,
                 transform=self.train_transform if train else self.eval_transform,
@@ -261,7 +262,12 @@ class VoxelDataModule(pl.LightningDataModule):
                 deterministic=not train,
                 seed=self.seed,
             )
+            self._datasets[key] = self.dataset_class(self.items(split), **{**options, **self.dataset_options()})
         return self._datasets[key]
+
+    def dataset_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``dataset_class`` beyond (or replacing) the shared ones; a task adds its own."""
+        return {}
 
     def _read_episode_sample(self, item: Any) -> dict:
         """A sample with its label mapped to the episode's 0..N-1."""

@@ -174,6 +174,7 @@ class SegmentationDataModule(VoxelDataModule):
     #: category id -> its part ids, for part segmentation (None otherwise)
     category_parts: list[list[int]] | None = None
     collate = staticmethod(collate_segmentation)
+    dataset_class = SegmentationDataset
 
     def __init__(self, features: str = "xyz", ignore_index: int = IGNORE_INDEX, max_voxels: int | None = None,
                  num_points: int | None = None, normalize: bool = False, augmentation: str | Callable | None = "none",
@@ -206,26 +207,9 @@ class SegmentationDataModule(VoxelDataModule):
         """Items of the ``predict`` split; the test split unless a data set says otherwise."""
         return list(self.list_samples("test"))
 
-    def dataset(self, split: str, train: bool | None = None) -> SegmentationDataset:
-        train = split == "train" if train is None else train
-        key = (split, train)
-        if key not in self._datasets:
-            self._datasets[key] = SegmentationDataset(
-                self.items(split),
-                read=self.read_sample,
-                describe=self.describe_sample,
-                transform=self.train_transform if train else self.eval_transform,
-                voxel_size=self.voxel_size,
-                num_points=self.num_points,
-                features=self.features,
-                normalize=self.normalize,
-                num_classes=self.num_classes,
-                deterministic=not train,
-                seed=self.seed,
-                ignore_index=self.ignore_index,
-                max_voxels=self.max_voxels,
-            )
-        return self._datasets[key]
+    def dataset_options(self) -> dict[str, Any]:
+        # read_sample as it is: per-point labels are never remapped to episode classes
+        return {"read": self.read_sample, "ignore_index": self.ignore_index, "max_voxels": self.max_voxels}
 
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
