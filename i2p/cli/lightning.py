@@ -254,11 +254,6 @@ class I2PCLI(LightningCLI):
         if cfg.get("ckpt_path") and init is not None and init.get("pretrained") and not slim:
             init.pretrained = False  # the checkpoint holds the weights: no 2D file, no download
         self._wandb_links(cfg)
-        logger = getattr(cfg.get("trainer"), "get", lambda _k: None)("logger")
-        linit = getattr(logger, "init_args", None)
-        wandb_id = getattr(self, "_resume_run", {}).get("wandb_id")
-        if self.subcommand == "fit" and wandb_id and linit is not None and "id" in linit and not linit.get("id"):
-            linit.id = wandb_id  # the resumed fit continues the same W&B run
 
     def instantiate_classes(self) -> None:
         """Check that ``pretrained: true`` can get its weights before building anything (without the hub
@@ -337,10 +332,14 @@ class I2PCLI(LightningCLI):
 
     def _wandb_links(self, cfg: Any) -> None:
         """W&B runs of one experiment share a group (its ``name``) and say what they are (``job_type``:
-        fit, validate, test), so a test run sits beside its fit run instead of apart under the same name.
+        fit, validate, test), so a test run sits beside its fit run instead of apart under the same name; a
+        resumed fit continues the W&B run its checkpoint names.
         """
-        logger = cfg.get("trainer", {}).get("logger") if hasattr(cfg.get("trainer", {}), "get") else None
+        logger = getattr(cfg.get("trainer"), "get", lambda _k: None)("logger")
         init = getattr(logger, "init_args", None)
+        wandb_id = getattr(self, "_resume_run", {}).get("wandb_id")
+        if self.subcommand == "fit" and wandb_id and init is not None and "id" in init and not init.get("id"):
+            init.id = wandb_id
         if init is None or "job_type" not in init:
             return
         if not init.get("job_type"):
