@@ -3,8 +3,8 @@
 - ``AtomicCheckpointIO``: Lightning's ``CheckpointIO`` writing through ``i2p.io.atomic_path``
   (temporary file beside the target, fsync, rename), so a kill mid-write leaves the previous file
   intact even with ``TMPDIR`` on another filesystem (fsspec's transaction stages in ``TMPDIR`` and
-  copies). Loading names the file when it is truncated, empty or corrupt and offers the newest
-  readable checkpoints beside it; pickles that are not plain data are refused (``weights_only``).
+  copies). Loading goes through ``i2p.checkpoint_file.load_checkpoint_file`` (names a truncated,
+  empty or corrupt file and the readable ones beside it; refuses pickles that are not plain data).
 - ``Checkpoint``: ``ModelCheckpoint`` whose ``last`` never refers to a removed file (superseded
   files are removed only after ``last`` is rewritten), which clears what a killed run left behind
   when the fit resumes, and which turns SIGTERM / SIGUSR1 into a checkpoint at the next point
@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import re
 import signal
 import subprocess
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,74 +31,13 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from i2p.checkpoint_file import load_checkpoint_file
 from i2p.io import atomic_path, remove_stale_temp_files
 
-__all__ = ["CheckpointError", "check_checkpoint", "load_checkpoint_file", "readable_checkpoints",
-           "AtomicCheckpointIO", "Preempted", "Checkpoint", "PREEMPT_SIGNALS"]
+__all__ = ["AtomicCheckpointIO", "Preempted", "Checkpoint", "PREEMPT_SIGNALS"]
 
 #: the signals ``Checkpoint`` turns into "save, then exit 128 + signum"
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message names it and the alternatives."""
-
-
-def check_checkpoint(path: str | os.PathLike) -> None:
-    """Cheap structural check of a torch checkpoint (zip central directory, a pickle inside):
-    catches empty and truncated files without reading the tensors. Raises ``CheckpointError``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(_with_alternatives(path, "checkpoint file not found"))
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(_with_alternatives(path, "checkpoint file is empty (0 bytes; a write cut short?)"))
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(_with_alternatives(
-            path, f"not a readable torch checkpoint ({size} bytes: truncated or corrupt, {e})")) from None
-    if not any(n.endswith("data.pkl") for n in names):
-        raise CheckpointError(_with_alternatives(path, "not a torch checkpoint (no data.pkl inside the archive)"))
-
-
-def readable_checkpoints(folder: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
-    """``*.ckpt`` files of ``folder`` that pass ``check_checkpoint``, newest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    skip = Path(exclude).resolve() if exclude is not None else None
-    good = []
-    for p in folder.glob("*.ckpt"):
-        if skip is not None and p.resolve() == skip:
-            continue
-        try:
-            check_checkpoint_file(p)
-        except CheckpointError:
-            continue
-        good.append(p)
-    return sorted(good, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def check_checkpoint_file(path: Path) -> None:
-    """``check_checkpoint`` without the alternatives (used while listing them)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        raise CheckpointError(str(path))
-    try:
-        with zipfile.ZipFile(path) as z:
-            if not any(n.endswith("data.pkl") for n in z.namelist()):
-                raise CheckpointError(str(path))
-    except (zipfile.BadZipFile, OSError):
-        raise CheckpointError(str(path)) from None
-
-
-def _with_alternatives(path: Path, problem: str) -> str:
-    others = readable_checkpoints(path.parent, exclude=path)
-    hint = (f"; readable checkpoints beside it, newest first: {', '.join(str(p) for p in others[:3])}"
-            if others else "; no readable checkpoint beside it")
-    return f"{path}: {problem}{hint}"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -120,29 +57,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):
             return super().load_checkpoint(path, map_location, weights_only)
         return load_checkpoint_file(path, map_location=map_location, weights_only=weights_only is not False)
-
-
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool = True,
-                         mmap: bool = False) -> dict[str, Any]:
-    """``torch.load`` after ``check_checkpoint``, every failure a ``CheckpointError`` naming the file.
-
-    With ``weights_only`` (the default) a pickle holding anything but tensors and plain data is
-    refused before any of it runs.
-    """
-    check_checkpoint(path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        first = next((ln for ln in lines if "GLOBAL" in ln.upper() and "unsupported" in ln.lower()),
-                     "an object that is not plain data")
-        raise CheckpointError(
-            f"{path}: refused to unpickle it: it holds objects other than tensors and plain data, which could run "
-            f"code (torch.load weights_only=True); load only checkpoints you trust as data ({first})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
-        problem = f"cannot read the checkpoint (corrupt? {type(e).__name__}: {e})"
-        raise CheckpointError(_with_alternatives(Path(path), problem)) from None
 
 
 class Preempted(SIGTERMException):

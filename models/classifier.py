@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from i2p.checkpoint_file import peek_checkpoint
 from i2p.inflate import InflateConfig
 from i2p.sparse import BackendName, set_backend
 from models.backbones import create_sparse_resnet
@@ -29,7 +30,6 @@ from models.optim import OptimizerName, SchedulerName, optimizers_from_hparams
 from models.weights import (
     SLIM_KEY,
     loading_from_checkpoint,
-    peek_checkpoint,
     tensors_digest,
     weights_from_checkpoint,
 )

@@ -330,16 +330,6 @@ class PointSegmenter(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._epoch_scores("test")
 
-    # ------------------------------------------------------------- checkpoint
-    #: the DataModule settings a checkpoint records (``DATA_KEY``), so ``i2p predict`` voxelises alike
-    DATA_FIELDS = ("voxel_size", "features", "normalize", "ignore_index")
-    DATA_KEY = "i2p_data"
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if data is not None:
-            checkpoint[self.DATA_KEY] = {k: getattr(data, k) for k in self.DATA_FIELDS if hasattr(data, k)}
-
     # -------------------------------------------------------------- regime
     def on_fit_start(self) -> None:
         rank_zero_info(f"[PointSegmenter] {self.regime_summary}")

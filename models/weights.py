@@ -27,7 +27,7 @@ from i2p.inflate import InflateConfig, inflate_entry
 __all__ = ["TransferReport", "WeightsUnavailable", "hub_weights_file", "read_checkpoint", "unwrap_state_dict",
            "load_2d_state_dict",
            "transfer_weights", "plan_transfer", "load_pretrained", "save_inflated", "META_KEY", "FORMAT_VERSION",
-           "SOURCE_CLASSIFIER", "SLIM_KEY", "tensors_digest", "peek_checkpoint", "weights_from_checkpoint",
+           "SOURCE_CLASSIFIER", "SLIM_KEY", "tensors_digest", "weights_from_checkpoint",
            "loading_from_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,6 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
-
-
-def peek_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A Lightning checkpoint opened memory-mapped (cheap: tensors are read only when touched)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not a zip-format checkpoint: no mmap
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @dataclass

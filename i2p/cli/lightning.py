@@ -33,9 +33,10 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from callbacks.checkpoint import AtomicCheckpointIO, Checkpoint
 from callbacks.resume import RUN_KEY, ResumeState
+from i2p.checkpoint_file import peek_checkpoint
 from i2p.cli.configs import DEFAULTS
 from i2p.cli.progress import choose_progress_bar
-from i2p.cli.resume import CLIError, default_run_name, model_overrides, peek_checkpoint, resolve_last
+from i2p.cli.resume import CLIError, default_run_name, model_overrides, resolve_last
 from i2p.cli.summary import print_summary, run_summary
 from i2p.io import atomic_write_bytes
 from models.weights import SLIM_KEY

@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in EXTRA_COMMANDS:
         module = importlib.import_module(EXTRA_COMMANDS[args[0]][0])
         return int(module.main(args[1:]) or 0)
-    from callbacks.checkpoint import CheckpointError  # Lightning's import cost only for its subcommands
+    from i2p.checkpoint_file import CheckpointError
     from i2p.cli.lightning import run_lightning
     from i2p.cli.resume import CLIError
 

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] = ()) -> int:
     args = build_parser().parse_args(list(argv))
     if not os.path.isfile(args.ckpt_path):
         raise SystemExit(f"i2p predict: --ckpt_path {args.ckpt_path}: no such checkpoint file")
-    from models.weights import peek_checkpoint
+    from i2p.checkpoint_file import peek_checkpoint
 
     ckpt = peek_checkpoint(args.ckpt_path)
     class_path = _module_class(ckpt)

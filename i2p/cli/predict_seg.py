@@ -2,7 +2,8 @@
 
 ``predict_segmentation(ckpt, inputs, out)`` reads each cloud with ``i2p.io.read_point_cloud``
 (``.ply/.pcd/.npz/.npy/.txt``), voxelises it as the checkpoint's DataModule did (voxel size,
-features, normalisation: recorded in the checkpoint under ``i2p_data``; overridable), predicts a
+features, normalisation: the DataModule hyper-parameters Lightning stores in the checkpoint,
+``datamodule_hyper_parameters``, as for classifiers; overridable), predicts a
 class for **every point** and writes, for ``<stem>`` of each input, ``<out>/<stem>.labels.txt`` (one
 class id a line, in the input's point order) and ``<out>/<stem>.ply`` (the points coloured by class).
 Colours above 1 are read as 8-bit and divided by 255. ``i2p predict`` is the command line (it
@@ -25,10 +26,9 @@ __all__ = ["predict_segmentation"]
 
 def _data_settings(ckpt_path: Path) -> dict[str, Any]:
     """The recorded DataModule settings, read memory-mapped (no second full load of the weights)."""
-    from models.segmenter import PointSegmenter
-    from models.weights import peek_checkpoint
+    from i2p.checkpoint_file import peek_checkpoint
 
-    return dict(peek_checkpoint(ckpt_path).get(PointSegmenter.DATA_KEY) or {})
+    return dict(peek_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {})
 
 
 def predict_segmentation(ckpt_path: str | Path, inputs: Sequence[str | Path], out: str | Path,

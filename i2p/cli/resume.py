@@ -23,11 +23,11 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from callbacks.checkpoint import check_checkpoint, load_checkpoint_file
+from i2p.checkpoint_file import check_checkpoint
 from i2p.cli.configs import shipped
 
 __all__ = ["CLIError", "ResumeError", "ARCHITECTURE_KEYS", "default_run_name", "find_last", "resolve_last",
-           "peek_checkpoint", "model_overrides", "run_names"]
+           "model_overrides", "run_names"]
 
 #: model settings that decide what the checkpoint's tensors mean: a contradiction is an error
 ARCHITECTURE_KEYS = ("backbone", "in_channels", "stem", "head", "inflate", "regime")
@@ -92,11 +92,6 @@ def resolve_last(folder: str | Path, name: str | None, runs_root: str | Path, al
         f"no run under {runs_root} has a last checkpoint."
     raise ResumeError(f"--ckpt_path last: no checkpoint of run {name!r} in {Path(folder)}; {listing}{hint} "
                       "Pass --allow_fresh true to start this run from scratch when it has none.")
-
-
-def peek_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's entries without reading its tensors (memory-mapped, ``weights_only``)."""
-    return load_checkpoint_file(path, mmap=True)
 
 
 def _plain(value: Any) -> Any:

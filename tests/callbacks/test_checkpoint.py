@@ -1,4 +1,4 @@
-"""Checkpoint files: bad ones named with the readable ones offered, pickles refused, `last` never naming a
+"""Checkpoint files: pickles refused through Lightning's CheckpointIO too, `last` never naming a
 removed file, what a kill leaves cleaned on resume, SIGTERM -> a checkpoint and exit status 143.
 """
 
@@ -9,37 +9,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from callbacks.checkpoint import (
-    AtomicCheckpointIO,
-    Checkpoint,
-    CheckpointError,
-    Preempted,
-    check_checkpoint,
-    load_checkpoint_file,
-)
+from callbacks.checkpoint import AtomicCheckpointIO, Checkpoint, Preempted
+from i2p.checkpoint_file import CheckpointError, load_checkpoint_file
 from tests.helpers.toy import ToyClassifier, ToyData
 
 
 def _write(path, payload=None):
     torch.save(payload if payload is not None else {"state_dict": {"w": torch.ones(2)}}, path)
     return path
-
-
-def test_empty_truncated_and_foreign_files_are_named_with_alternatives(tmp_path):
-    good = _write(tmp_path / "epoch1.ckpt")
-    os.utime(good, (1, 1))
-    newer = _write(tmp_path / "epoch2.ckpt")
-    (tmp_path / "empty.ckpt").write_bytes(b"")
-    (tmp_path / "cut.ckpt").write_bytes(newer.read_bytes()[: newer.stat().st_size // 2])
-    (tmp_path / "text.ckpt").write_text("hello")
-    for name, fragment in [("empty", "is empty"), ("cut", "truncated or corrupt"), ("text", "truncated or corrupt"),
-                           ("missing", "not found")]:
-        with pytest.raises(CheckpointError) as e:
-            check_checkpoint(tmp_path / f"{name}.ckpt")
-        msg = str(e.value)
-        assert msg.startswith(str(tmp_path / f"{name}.ckpt")) and fragment in msg
-        assert msg.index("epoch2.ckpt") < msg.index("epoch1.ckpt")  # the readable ones, newest first
-    check_checkpoint(good)
 
 
 def test_pickle_payload_is_refused_before_it_runs(tmp_path):

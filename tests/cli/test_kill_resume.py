@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from callbacks.checkpoint import check_checkpoint
+from i2p.checkpoint_file import check_checkpoint
 from i2p.cli.lightning import run_lightning
 from i2p.io import stale_temp_files
 from tests.helpers.classifier import write_config

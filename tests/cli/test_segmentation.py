@@ -38,8 +38,9 @@ def test_demo_flow_then_predict_every_point_of_a_file(tmp_path, capsys, monkeypa
     assert "test mIoU" in printed and "majority-class baseline 'wall'" in printed
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert stored["i2p_data"] == {"voxel_size": 0.5, "features": "voxel_xyz+rgb_centred", "normalize": False,
-                                  "ignore_index": -100}
+    prep = stored["datamodule_hyper_parameters"]  # the preprocessing predict reuses: Lightning's own entry
+    assert {k: prep[k] for k in ("voxel_size", "features", "normalize", "ignore_index")} == {
+        "voxel_size": 0.5, "features": "voxel_xyz+rgb_centred", "normalize": False, "ignore_index": -100}
 
     rng = np.random.default_rng(0)
     pts = (rng.random((300, 3)) * [3, 3, 2.5]).astype(np.float32)

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: unit (module prefix) -> floor; a module belongs to the longest prefix that matches
 FLOORS = {
     "i2p.optional": -1, "i2p.sparse": 0,  # optional imports nothing of the project: every floor may use it
-    "i2p.inflate": 1, "i2p.collapse": 1, "i2p.io": 1,
+    "i2p.inflate": 1, "i2p.collapse": 1, "i2p.io": 1, "i2p.checkpoint_file": 1,
     "models": 2,
     "datamodules": 3, "callbacks": 3,
     "i2p.cli": 4,
