@@ -24,24 +24,30 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names it and the alternatives."""
 
 
-def check_checkpoint(path: str | os.PathLike) -> None:
-    """Cheap structural check of a torch checkpoint (zip central directory, a pickle inside):
-    catches empty and truncated files without reading the tensors. Raises ``CheckpointError``.
-    """
-    path = Path(path)
+def _problem(path: Path) -> str | None:
+    """What is wrong with the file as a torch checkpoint, cheaply (zip directory, a pickle inside), or None."""
     if not path.is_file():
-        raise CheckpointError(_with_alternatives(path, "checkpoint file not found"))
+        return "checkpoint file not found"
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(_with_alternatives(path, "checkpoint file is empty (0 bytes; a write cut short?)"))
+        return "checkpoint file is empty (0 bytes; a write cut short?)"
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(_with_alternatives(
-            path, f"not a readable torch checkpoint ({size} bytes: truncated or corrupt, {e})")) from None
+        return f"not a readable torch checkpoint ({size} bytes: truncated or corrupt, {e})"
     if not any(n.endswith("data.pkl") for n in names):
-        raise CheckpointError(_with_alternatives(path, "not a torch checkpoint (no data.pkl inside the archive)"))
+        return "not a torch checkpoint (no data.pkl inside the archive)"
+    return None
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Cheap structural check of a torch checkpoint: catches empty and truncated files without reading the
+    tensors. Raises ``CheckpointError`` naming the file and the readable checkpoints beside it.
+    """
+    problem = _problem(Path(path))
+    if problem is not None:
+        raise CheckpointError(_with_alternatives(Path(path), problem))
 
 
 def readable_checkpoints(folder: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
@@ -50,28 +56,8 @@ def readable_checkpoints(folder: str | os.PathLike, exclude: str | os.PathLike |
     if not folder.is_dir():
         return []
     skip = Path(exclude).resolve() if exclude is not None else None
-    good = []
-    for p in folder.glob("*.ckpt"):
-        if skip is not None and p.resolve() == skip:
-            continue
-        try:
-            _check_quietly(p)
-        except CheckpointError:
-            continue
-        good.append(p)
+    good = [p for p in folder.glob("*.ckpt") if (skip is None or p.resolve() != skip) and _problem(p) is None]
     return sorted(good, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def _check_quietly(path: Path) -> None:
-    """``check_checkpoint`` without the alternatives (used while listing them)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        raise CheckpointError(str(path))
-    try:
-        with zipfile.ZipFile(path) as z:
-            if not any(n.endswith("data.pkl") for n in z.namelist()):
-                raise CheckpointError(str(path))
-    except (zipfile.BadZipFile, OSError):
-        raise CheckpointError(str(path)) from None
 
 
 def _with_alternatives(path: Path, problem: str) -> str:
