@@ -139,11 +139,10 @@ def regimes(names: list[str], seeds: list[int], epochs: int, preset: str, data_a
 
     from datamodules import SyntheticRooms
     from i2p.cli import pretrain2d
-    from i2p.cli.demo import PRETRAIN_ARGS
     from i2p.cli.demo_seg import majority_baseline
     from models import PointSegmenter
 
-    ckpt, record = pretrain2d.run(PRETRAIN_ARGS)
+    ckpt, record = pretrain2d.run(pretrain2d.DEMO_ARGS)
     print(f"== test mIoU on SyntheticRooms after {epochs} epochs ({data_args['num_train']} training rooms, voxel "
           f"{data_args['voxel_size']}, preset {preset}), seeds {seeds}; encoder: the 2D ResNet-18 of "
           f"pretrain2d (val acc {record['val_acc']:.3f})")

@@ -16,24 +16,7 @@ from collections.abc import Sequence
 from i2p.cli import pretrain2d
 from i2p.cli.configs import find_config
 
-__all__ = ["PRETRAIN_ARGS", "pretrained_2d", "main"]
-
-PRETRAIN_ARGS = ["--model", "resnet18", "--image-size", "32", "--num-images", "4000", "--epochs", "8",
-                 "--batch-size", "128", "--lr", "8e-3"]
-# 8 epochs of 3,600 images. Measured 2026-12-02 on the 2-core machine: batches of 128 (lr scaled with them) take
-# 55 s to a 2D val acc of 0.48 (chance 0.10), batches of 32 at lr 2e-3 take 97 s to 0.60; the weaker, faster
-# prior still makes the inflated FIP-IO demo beat frozen random layers (test acc 0.73 vs 0.62). Weaker still
-# (3 epochs, ~0.25) it lost to them.
-
-
-def pretrained_2d(given: str | None, prefix: str) -> str:
-    """The 2D weights of a demo: ``given``, else the cached ``i2p pretrain2d`` run (trained on first use)."""
-    if given is not None:
-        return given
-    ckpt, record = pretrain2d.run(PRETRAIN_ARGS)
-    print(f"{prefix} 2D ResNet-18 on generated images: val acc {record['val_acc']:.3f} (chance {record['chance']:.3f})")
-    return str(ckpt)
-
+__all__ = ["main"]
 
 def main(argv: Sequence[str] = ()) -> int:
     task, argv = argparse.ArgumentParser(add_help=False), list(argv)
@@ -61,7 +44,7 @@ def main(argv: Sequence[str] = ()) -> int:
         fit_summary = False  # the demo prints one block at the end, with the test results
 
     start = time.time()
-    pretrained = pretrained_2d(args.pretrained, "[demo]")
+    pretrained = pretrain2d.demo_weights(args.pretrained, "[demo]")
     pretrain_seconds = time.time() - start
     try:
         config = find_config(args.config)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from i2p.cli.configs import find_config
-from i2p.cli.demo import pretrained_2d  # the classification demo's: one cached 2D checkpoint serves both
+from i2p.cli.pretrain2d import demo_weights  # one cached 2D checkpoint serves both demos
 
 __all__ = ["majority_baseline", "run"]
 
@@ -59,7 +59,7 @@ def run(argv: Sequence[str] = ()) -> int:
     from i2p.cli.lightning import run_lightning  # heavy imports after --help
 
     start = time.time()
-    pretrained = pretrained_2d(args.pretrained, "[demo-seg]")
+    pretrained = demo_weights(args.pretrained, "[demo-seg]")
     try:
         config = find_config(args.config)
     except FileNotFoundError as err:

@@ -18,14 +18,14 @@ from pathlib import Path
 
 from i2p.cli import fewshot, speedup
 from i2p.cli import sweep as sw
-from i2p.cli.demo import PRETRAIN_ARGS
+from i2p.cli.pretrain2d import DEMO_ARGS
 from i2p.cli.tables import markdown_table, regime_label
 from i2p.io import atomic_write_bytes
 
 __all__ = ["DEFAULT_SWEEPS", "SWEEP_COMMANDS", "PAPER", "PUBLISHED", "load_sweep", "reading_fewshot",
            "reading_speedup", "render", "main"]
 
-PRETRAIN = "i2p pretrain2d " + " ".join(PRETRAIN_ARGS)
+PRETRAIN = "i2p pretrain2d " + " ".join(DEMO_ARGS)
 PRETRAIN_RECORD = Path(".cache/i2p/pretrain2d/resnet18_shapes2d_32px.pth.json")  # its sidecar (val acc)
 #: the embedded-data sweeps (docs/experiments.md): folder -> the command that fills it
 SWEEP_COMMANDS = {

@@ -52,3 +52,12 @@ def test_cache_skips_retraining_and_settings_change_retrains(tmp_path, capsys):
     assert pretrain2d.cached_record(path, pretrain2d.settings_of(args)) is not None
     args.seed = 1
     assert pretrain2d.cached_record(path, pretrain2d.settings_of(args)) is None
+
+
+def test_plain_pretrain2d_is_the_demos_run():
+    """Its defaults are the demos' 2D run, so plain `i2p pretrain2d` fills the cache both demos read."""
+    parser = pretrain2d.build_parser()
+    plain, demo = parser.parse_args([]), parser.parse_args(pretrain2d.DEMO_ARGS)
+    assert pretrain2d.settings_of(plain) == pretrain2d.settings_of(demo)
+    assert pretrain2d.default_output(plain) == pretrain2d.default_output(demo)
+    assert pretrain2d.demo_weights("mine.pth", "[demo]") == "mine.pth"  # a given checkpoint is used as it is
