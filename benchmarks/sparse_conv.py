@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from i2p.sparse import Conv3d, SparseTensor, set_backend, sparse_collate, sparse_quantize  # noqa: E402
-from i2p.sparse.functional.conv import choose_impl, force_impl  # noqa: E402
+from i2p.sparse.backends.i2p_backend import choose_impl, force_impl  # noqa: E402
 from i2p.sparse.kmap import build_kernel_map  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------

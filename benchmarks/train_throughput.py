@@ -62,7 +62,7 @@ class Runner:
         self.loss = float("nan")
 
     def step(self, batch: dict, record: bool) -> None:
-        from i2p.sparse.functional.conv import force_impl
+        from i2p.sparse.backends.i2p_backend import force_impl
 
         device = self.cfg["device"]
         x, label = batch["x"].to(device), batch["label"].to(device)

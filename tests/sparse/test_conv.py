@@ -219,7 +219,7 @@ def test_native_kernels_match_pure_path(cin, cout, k, s):
     Every variant separately: tests/sparse/test_native.py.
     """
     from i2p.sparse import native
-    from i2p.sparse.functional.conv import force_impl
+    from i2p.sparse.backends.i2p_backend import force_impl
     if native.lib() is None:
         pytest.skip(f"no compiled kernels here: {native.status()}")
     x = random_sparse(batch=2, size=8, channels=cin, dtype=torch.float32, seed=cin + k)

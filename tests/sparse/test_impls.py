@@ -8,7 +8,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from i2p.sparse import Conv3d, SparseTensor, native
-from i2p.sparse.functional.conv import force_impl
+from i2p.sparse.backends.i2p_backend import force_impl
 from tests.helpers.sparse import random_sparse
 
 LAYERS = [(3, 1, 1, False, 1), (1, 1, 1, False, 1), (2, 2, 1, False, 1), (3, 2, 1, False, 1), (1, 2, 1, False, 1),
@@ -95,7 +95,7 @@ def test_native_conv_is_one_call_per_direction():
 
 
 def test_dispatch_by_device_width_and_groups():
-    from i2p.sparse.functional.conv import NATIVE_MAX_CHANNELS, choose_impl
+    from i2p.sparse.backends.i2p_backend import NATIVE_MAX_CHANNELS, choose_impl
     f = torch.zeros(4, 64)
     have = native.lib() is not None
     assert choose_impl(f, torch.zeros(27, 64, 64), 1) == ("native" if have else "loop")

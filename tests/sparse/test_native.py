@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from i2p.sparse import Conv3d, native
-from i2p.sparse.functional import conv as fconv
+from i2p.sparse.backends import i2p_backend
 from tests.helpers.sparse import random_sparse
 
 # (cin, cout, k, stride, transposed, grid size): the small grids take the column-split weight gradient,
@@ -36,7 +36,7 @@ def _run(conv, x, impl, lb=None):
     if lb is not None:
         native.lib = lambda isa=None: lb
     try:
-        with fconv.force_impl(impl):
+        with i2p_backend.force_impl(impl):
             f = x.feats.clone().requires_grad_(True)
             conv.kernel.grad = None
             y = conv(x.replace(f))

@@ -17,7 +17,7 @@ from i2p.sparse import (
     global_avg_pool,
     global_max_pool,
 )
-from i2p.sparse.functional.conv import force_impl
+from i2p.sparse.backends.i2p_backend import force_impl
 from models.backbones.resnet import SparseResNet
 from tests.helpers.sparse import random_sparse
 
@@ -54,8 +54,8 @@ def test_bf16_autocast_training_step_matches_fp32(block, layers, half, monkeypat
     whole gradient must point the same way (cosine > 0.95) and each tensor stay within 50 %.
     Both the CPU policy (convs in float32, the rest in bf16) and convs computing in bf16 (CUDA's).
     """
-    from i2p.sparse.functional import conv
-    monkeypatch.setattr(conv, "CPU_AUTOCAST_COMPUTE", None if half else torch.float32)
+    from i2p.sparse.backends import i2p_backend
+    monkeypatch.setattr(i2p_backend, "CPU_AUTOCAST_COMPUTE", None if half else torch.float32)
     torch.manual_seed(0)
     ref = SparseResNet(block, layers, num_classes=4, channels=(8, 8, 16, 16)).train()
     torch.manual_seed(0)
@@ -88,8 +88,8 @@ def half_on_cpu(monkeypatch):
 
     (The engine computes in float32 under CPU autocast, in the autocast dtype on CUDA.)
     """
-    from i2p.sparse.functional import conv
-    monkeypatch.setattr(conv, "CPU_AUTOCAST_COMPUTE", None)
+    from i2p.sparse.backends import i2p_backend
+    monkeypatch.setattr(i2p_backend, "CPU_AUTOCAST_COMPUTE", None)
 
 
 @pytest.mark.parametrize("impl", ["loop", "batched"])

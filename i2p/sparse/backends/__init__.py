@@ -119,13 +119,13 @@ class _I2P:
     name = "i2p"
 
     def compute_dtype(self, autocast, device):
-        from ..functional import conv
-        if device.type == "cpu" and conv.CPU_AUTOCAST_COMPUTE is not None:
-            return conv.CPU_AUTOCAST_COMPUTE
+        from . import i2p_backend
+        if device.type == "cpu" and i2p_backend.CPU_AUTOCAST_COMPUTE is not None:
+            return i2p_backend.CPU_AUTOCAST_COMPUTE
         return autocast
 
     def matmul(self, feats, kernel, kmap, groups):
-        from ..functional.conv import i2p_matmul
+        from .i2p_backend import i2p_matmul
         return i2p_matmul(feats, kernel, kmap, groups)
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from ...optional import require
-from ..functional.conv import _identity_grads, _identity_out
 from ..kmap import KernelMap
+from .i2p_backend import _identity_grads, _identity_out
 
 __all__ = ["torchsparse_matmul", "TorchsparsePairs"]
 
