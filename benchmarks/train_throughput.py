@@ -3,7 +3,8 @@
 ModelNet-sized batches: 32 shapes x 2048 points in the unit sphere, voxel 0.05, xyz features
 (SyntheticShapes stands in for ModelNet40: same point count, normalisation and voxelisation).
 Batches are collated once up front, so the figure is the model's forward + backward + SGD step,
-not data loading. FIP-IO still back-propagates through the frozen body to reach the new stem,
+not data loading; every step gets a new batch (new voxel counts, so nothing shape-keyed is reused
+from the step before, as in training). FIP-IO still back-propagates through the frozen body to reach the new stem,
 so its saving is the weight gradients and optimizer update of the frozen layers.
 
 Side by side in one process, the configurations taking turns step by step (the machine's load
@@ -115,7 +116,7 @@ def main() -> None:
     from datamodules import SyntheticShapes
     from i2p.sparse import backend_available, native
 
-    n = args.batch_size * 2
+    n = args.batch_size * (args.warmup + args.iters)  # a new batch every step, as in training
     dm = SyntheticShapes(num_train=n, num_val=2, num_test=2, points_per_shape=args.points, num_points=args.points,
                          voxel_size=args.voxel_size, batch_size=args.batch_size, drop_last=True)
     dm.setup("fit")

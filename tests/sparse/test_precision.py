@@ -16,7 +16,9 @@ from i2p.sparse import (
     devoxelize,
     global_avg_pool,
     global_max_pool,
+    native,
 )
+from i2p.sparse.backends import i2p_backend
 from i2p.sparse.backends.i2p_backend import force_impl
 from models.backbones.resnet import SparseResNet
 from tests.helpers.sparse import random_sparse
@@ -55,7 +57,7 @@ def test_bf16_autocast_training_step_matches_fp32(block, layers, half, monkeypat
     Both the CPU policy (convs in float32, the rest in bf16) and convs computing in bf16 (CUDA's).
     """
     from i2p.sparse.backends import i2p_backend
-    monkeypatch.setattr(i2p_backend, "CPU_AUTOCAST_COMPUTE", None if half else torch.float32)
+    monkeypatch.setattr(i2p_backend, "CPU_AUTOCAST_COMPUTE", None if half else "auto")
     torch.manual_seed(0)
     ref = SparseResNet(block, layers, num_classes=4, channels=(8, 8, 16, 16)).train()
     torch.manual_seed(0)
@@ -111,6 +113,64 @@ def test_autocast_conv_dtypes_and_accuracy(impl, k, s, half_on_cpu):
         y.feats.float().square().sum().backward()
         assert f.grad.dtype == torch.float32 and conv.kernel.grad.dtype == torch.float32
         outs.append((y.feats.float().detach(), f.grad, conv.kernel.grad.clone()))
+    for a, b in zip(*outs):
+        assert ((a - b).norm() / b.norm()) < 2e-2
+
+
+@pytest.mark.parametrize("bf16_cpu", [True, False], ids=["bf16-cpu", "no-bf16"])
+def test_cpu_autocast_compute_dtype_policy(bf16_cpu, monkeypatch):
+    """bf16 autocast on CPU: float32 where the compiled float32 kernels run the layer, bfloat16 for the others
+    on a CPU with native bf16 arithmetic, float32 otherwise (and for fp16); CUDA: the autocast dtype.
+    """
+    monkeypatch.setattr(i2p_backend, "cpu_has_bf16", lambda: bf16_cpu)
+    cd, cpu, cuda = i2p_backend.compute_dtype, torch.device("cpu"), torch.device("cuda")
+    narrow, wide = torch.empty(27, 64, 128), torch.empty(27, 128, 256)
+    other = torch.bfloat16 if bf16_cpu else torch.float32
+    assert cd(torch.bfloat16, cpu, wide) == other
+    assert cd(torch.bfloat16, cpu, narrow) == (torch.float32 if native.lib() is not None else other)
+    assert cd(torch.bfloat16, cpu, narrow, groups=2) == other  # grouped convs never run the compiled kernels
+    assert cd(torch.float16, cpu, wide) == torch.float32
+    assert cd(torch.bfloat16, cuda, narrow) == torch.bfloat16 and cd(torch.float16, cuda, wide) == torch.float16
+    monkeypatch.setattr(i2p_backend, "CPU_AUTOCAST_COMPUTE", None)  # the autocast dtype, as on CUDA
+    assert cd(torch.bfloat16, cpu, narrow) == torch.bfloat16
+    monkeypatch.setattr(i2p_backend, "CPU_AUTOCAST_COMPUTE", torch.float32)
+    assert cd(torch.bfloat16, cpu, wide) == torch.float32
+
+
+def test_an_avx2_cap_counts_as_a_cpu_without_bf16():
+    import os
+    import subprocess
+    import sys
+
+    code = "from i2p.sparse.backends.i2p_backend import cpu_has_bf16; print(cpu_has_bf16())"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+def test_wide_convs_compute_in_bf16_on_a_bf16_cpu(monkeypatch):
+    """What the policy picks is what runs: the wide conv gets bf16 operands, the narrow one float32; bf16 out,
+    float32 gradients, close to the float32 step.
+    """
+    monkeypatch.setattr(i2p_backend, "cpu_has_bf16", lambda: True)
+    seen = []
+    real = i2p_backend.i2p_matmul
+    monkeypatch.setattr(i2p_backend, "i2p_matmul", lambda f, k, m, g=1: seen.append(f.dtype) or real(f, k, m, g))
+    x = random_sparse(batch=2, size=8, channels=16, dtype=torch.float32, seed=3)
+    net = nn.Sequential(Conv3d(16, 64, 3), Conv3d(64, 160, 3))  # narrow (<= 128 channels), then wide
+    outs = []
+    for on in (False, True):
+        net.zero_grad(set_to_none=True)
+        seen.clear()
+        f = x.feats.clone().requires_grad_(True)
+        with torch.autocast(**BF16, enabled=on):
+            y = net(x.replace(f))
+        assert y.dtype == (torch.bfloat16 if on else torch.float32)
+        y.feats.float().square().sum().backward()
+        assert f.grad.dtype == torch.float32 and all(p.grad.dtype == torch.float32 for p in net.parameters())
+        outs.append((y.feats.float().detach(), f.grad, net[0].kernel.grad.clone(), net[1].kernel.grad.clone()))
+        narrow = torch.float32 if native.lib() is not None else torch.bfloat16
+        assert seen == ([torch.float32] * 2 if not on else [narrow, torch.bfloat16])
     for a, b in zip(*outs):
         assert ((a - b).norm() / b.norm()) < 2e-2
 

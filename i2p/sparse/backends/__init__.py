@@ -40,8 +40,9 @@ class Backend(Protocol):
 
     def matmul(self, feats: torch.Tensor, kernel: torch.Tensor, kmap, groups: int) -> torch.Tensor: ...
 
-    def compute_dtype(self, autocast: torch.dtype, device: torch.device) -> torch.dtype:
-        """The dtype it computes in under autocast to `autocast` (the result is cast back)."""
+    def compute_dtype(self, autocast: torch.dtype, device: torch.device, kernel: torch.Tensor,
+                      groups: int) -> torch.dtype:
+        """The dtype it computes this conv in under autocast to `autocast` (the result is cast back)."""
         ...
 
 
@@ -118,11 +119,9 @@ def resolve_name(name: str | None, device: torch.device, groups: int = 1) -> str
 class _I2P:
     name = "i2p"
 
-    def compute_dtype(self, autocast, device):
-        from . import i2p_backend
-        if device.type == "cpu" and i2p_backend.CPU_AUTOCAST_COMPUTE is not None:
-            return i2p_backend.CPU_AUTOCAST_COMPUTE
-        return autocast
+    def compute_dtype(self, autocast, device, kernel, groups):
+        from .i2p_backend import compute_dtype
+        return compute_dtype(autocast, device, kernel, groups)
 
     def matmul(self, feats, kernel, kmap, groups):
         from .i2p_backend import i2p_matmul
@@ -132,7 +131,7 @@ class _I2P:
 class _Spconv:
     name = "spconv"
 
-    def compute_dtype(self, autocast, device):
+    def compute_dtype(self, autocast, device, kernel, groups):
         # spconv 2.3 has no bfloat16 (and its CPU half path goes through numpy): float32 there
         return autocast if (device.type == "cuda" and autocast == torch.float16) else torch.float32
 
@@ -144,7 +143,7 @@ class _Spconv:
 class _Torchsparse:
     name = "torchsparse"
 
-    def compute_dtype(self, autocast, device):
+    def compute_dtype(self, autocast, device, kernel, groups):
         # torchsparse's CPU ops are float32 only, its CUDA ops float32 / float16
         return autocast if (device.type == "cuda" and autocast == torch.float16) else torch.float32
 

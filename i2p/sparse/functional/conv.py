@@ -44,7 +44,7 @@ def sparse_matmul(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap, gr
     impl = resolve(backend, feats.device, groups)
     dt = autocast_dtype(feats)
     if dt is not None and feats.is_floating_point():
-        cd = impl.compute_dtype(dt, feats.device)
+        cd = impl.compute_dtype(dt, feats.device, kernel, groups)
         with torch.autocast(feats.device.type, enabled=False):
             return impl.matmul(feats.to(cd), kernel.to(cd), kmap, groups).to(dt)
     return impl.matmul(feats, kernel, kmap, groups)
