@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import hashlib
 import os
 import platform
@@ -76,17 +77,18 @@ def _machine() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 
-def cpu_features() -> set[str]:
-    """The CPU's feature flags as the kernel reports them (empty when unknown)."""
+@functools.cache
+def cpu_features() -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (empty when unknown); read once: every conv asks."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key = line.split(":", 1)[0].strip().lower()
                 if key in ("flags", "features"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def supported_isas() -> list[str]:

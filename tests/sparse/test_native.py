@@ -19,7 +19,7 @@ from tests.helpers.sparse import random_sparse
 # the size-20 ones (over 4 tiles of 1024 rows) the fused pass with per-group partials
 CASES = [(64, 64, 3, 1, False, 8), (5, 70, 3, 1, False, 8), (33, 128, 2, 2, False, 8), (64, 16, 3, 2, False, 8),
          (7, 3, 1, 1, False, 8), (16, 40, 2, 2, True, 8), (24, 8, 3, 2, True, 8), (16, 24, 3, 1, False, 20),
-         (16, 16, 3, 2, True, 20)]
+         (16, 16, 3, 2, True, 20), (256, 256, 3, 1, False, 8), (136, 200, 3, 2, False, 8)]  # wide: AVX-512 runs them
 
 
 @pytest.fixture

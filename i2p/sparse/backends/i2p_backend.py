@@ -6,8 +6,9 @@ lives in one `autograd.Function` and never materialises anything of the grid's s
 
 Three implementations of the same arithmetic (chosen per call by `choose_impl`; every one is
 checked against the others in the tests):
-- `native` (CPU, float32, groups 1, up to 128 channels): the compiled kernels of `i2p.sparse.native`
-  — one C call per conv over all offsets, gathered rows and products in registers;
+- `native` (CPU, float32, groups 1; up to 128 channels, every width with the AVX-512 variant): the
+  compiled kernels of `i2p.sparse.native` — one C call per conv over all offsets, gathered rows
+  and products in registers;
 - `loop` (any device, dtype, groups): per offset index_select → mm → index_add_ with reused
   buffers; the tests' oracle and the CPU fallback;
 - `batched` (the CUDA default, groups 1, any device): one gather, one batched GEMM per bucket of
@@ -19,14 +20,15 @@ neighbours are active, so the table multiplies zeros 60 % of the time.
 
 Under autocast (`functional.conv.sparse_matmul` casts, then calls this with autocast off) the
 compute dtype (`compute_dtype`) is the autocast dtype on CUDA (tensor cores). On CPU it is
-float32 where the compiled float32 kernels run the layer — on a Xeon with AVX-512-BF16 a
-16k-voxel 64→64 conv forward + backward took 0.13 s with them against 0.4 s in bfloat16 through
-oneDNN — and bfloat16 for the wider layers under bf16 autocast when the CPU does bfloat16
-arithmetic natively (AVX-512-BF16 or AMX, and ATen running its AVX-512 kernels): there oneDNN's
-bfloat16 GEMM beats MKL's float32 one. Measured on a 2-core AMD EPYC (Zen 4), ResNet-18 on 32 ×
-2048 points, a new batch every step: bf16-mixed FIP-IO 0.55 s a step against 1.12 s with every
-conv in float32, FIP-ALL 0.95 against 1.70 s. Half-precision operands are summed over offsets in
-float32.
+float32 for the layers of up to 128 channels the compiled kernels run — on a Xeon with
+AVX-512-BF16 a 16k-voxel 64→64 conv forward + backward took 0.13 s with them against 0.4 s in
+bfloat16 through oneDNN — and, under bf16 autocast on a CPU that does bfloat16 arithmetic
+natively (AVX-512-BF16 or AMX, and ATen running its AVX-512 kernels), bfloat16 for the wider
+ones: there oneDNN's bfloat16 GEMM beats both MKL's and the compiled kernels' float32. Measured
+on a 2-core AMD EPYC (Zen 4), ResNet-18 on 32 × 2048 points, a new batch every step: bf16-mixed
+FIP-IO 0.55 s a step against 1.12 s with every conv in float32 (0.88 s with the AVX-512 kernels
+for every width), FIP-ALL 0.95 against 1.70 s (1.34 s). Elsewhere float32. Half-precision
+operands are summed over offsets in float32.
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ from .. import native
 from ..kmap import KernelMap
 
 __all__ = ["i2p_matmul", "conv_forward", "conv_backward", "choose_impl", "force_impl", "compute_dtype",
-           "cpu_has_bf16", "IMPLS", "CPU_AUTOCAST_COMPUTE", "BF16_CPU_FLAGS", "NATIVE_MAX_CHANNELS"]
+           "cpu_has_bf16", "IMPLS", "CPU_AUTOCAST_COMPUTE", "BF16_CPU_FLAGS", "NATIVE_MAX_CHANNELS",
+           "WIDE_NATIVE_ISAS"]
 
 IMPLS = ("native", "loop", "batched")
 #: compute dtype of the i2p backend under CPU autocast: "auto" (`compute_dtype`), a dtype, or None (the
@@ -65,16 +68,21 @@ def force_impl(impl: str) -> Iterator[None]:
 
 
 # the compiled kernels keep each offset's weights in registers and L1 for a few rows at a time: up
-# to 128 channels they beat the per-offset MKL GEMMs of `loop`; wider, MKL's cache-blocked GEMM wins
-# (AVX2, 1 thread, fwd + bwd: 64 ch 35 vs 40 ms, 512 ch / 1.3k voxels 630 vs 425 ms)
+# to 128 channels they beat the per-offset MKL GEMMs of `loop` (AVX2, 1 thread, fwd + bwd: 64 ch 35 vs
+# 40 ms). Wider, MKL's cache-blocked GEMM wins with the AVX2 variant (512 ch / 1.3k voxels 630 vs 425 ms;
+# ResNet-18 step on a Zen 4, kernels for every width vs up to 128: FIP-IO 1.38 vs 1.29 s, FIP-ALL 2.14
+# vs 1.94 s) but loses to the AVX-512 one, with twice the vector registers (same steps: 0.88 vs 1.20 s,
+# 1.34 vs 1.83 s).
 NATIVE_MAX_CHANNELS = 128
+#: variants whose kernels run every width (the others stop at NATIVE_MAX_CHANNELS)
+WIDE_NATIVE_ISAS = ("avx512",)
 
 
 def choose_impl(feats: torch.Tensor, kernel: torch.Tensor, groups: int) -> str:
     """The implementation for these operands: `native`, `batched` or `loop`.
 
-    `native` on CPU float32 when the compiled kernels load (up to `NATIVE_MAX_CHANNELS`), `batched`
-    off the CPU, else `loop`.
+    `native` on CPU float32 when the compiled kernels load (up to `NATIVE_MAX_CHANNELS`, every width
+    with a `WIDE_NATIVE_ISAS` variant), `batched` off the CPU, else `loop`.
     """
     if _forced:
         want = _forced[-1]
@@ -84,12 +92,19 @@ def choose_impl(feats: torch.Tensor, kernel: torch.Tensor, groups: int) -> str:
             return "loop"
         return want
     if feats.device.type == "cpu":
-        return "native" if _fits_native(kernel, groups) and native.usable(feats, kernel) else "loop"
+        fits = _narrow(kernel, groups) or (groups == 1 and _native_isa() in WIDE_NATIVE_ISAS)
+        return "native" if fits and native.usable(feats, kernel) else "loop"
     return "batched" if groups == 1 else "loop"
 
 
-def _fits_native(kernel: torch.Tensor, groups: int) -> bool:
+def _narrow(kernel: torch.Tensor, groups: int) -> bool:
+    """Within the width where the compiled kernels beat every other way of running a float32 conv."""
     return groups == 1 and max(kernel.shape[-2], kernel.shape[-1]) <= NATIVE_MAX_CHANNELS
+
+
+def _native_isa() -> str | None:
+    lb = native.lib()
+    return None if lb is None else lb.isa
 
 
 @functools.cache
@@ -107,8 +122,8 @@ def compute_dtype(autocast: torch.dtype, device: torch.device, kernel: torch.Ten
         return autocast
     if CPU_AUTOCAST_COMPUTE != "auto":
         return CPU_AUTOCAST_COMPUTE or autocast
-    runs_native = _fits_native(kernel, groups) and native.lib() is not None
-    if autocast == torch.bfloat16 and not runs_native and cpu_has_bf16():
+    narrow_native = _narrow(kernel, groups) and native.lib() is not None
+    if autocast == torch.bfloat16 and not narrow_native and cpu_has_bf16():
         return torch.bfloat16
     return torch.float32
 
