@@ -24,11 +24,10 @@ float32 for the layers of up to 128 channels the compiled kernels run — on a X
 AVX-512-BF16 a 16k-voxel 64→64 conv forward + backward took 0.13 s with them against 0.4 s in
 bfloat16 through oneDNN — and, under bf16 autocast on a CPU that does bfloat16 arithmetic
 natively (AVX-512-BF16 or AMX, and ATen running its AVX-512 kernels), bfloat16 for the wider
-ones: there oneDNN's bfloat16 GEMM beats both MKL's and the compiled kernels' float32. Measured
-on a 2-core AMD EPYC (Zen 4), ResNet-18 on 32 × 2048 points, a new batch every step: bf16-mixed
-FIP-IO 0.55 s a step against 1.12 s with every conv in float32 (0.88 s with the AVX-512 kernels
-for every width), FIP-ALL 0.95 against 1.70 s (1.34 s). Elsewhere float32. Half-precision
-operands are summed over offsets in float32.
+ones: there oneDNN's bfloat16 GEMM beats both MKL's and the compiled kernels' float32 (2-core
+AMD EPYC, Zen 4, ResNet-18 on 32 × 2048 points, a new batch every step: bf16-mixed FIP-IO
+0.60–0.62 s a step against 0.90 s in float32, FIP-ALL 1.04–1.07 against 1.68–1.72 s). Elsewhere
+float32. Half-precision operands are summed over offsets in float32.
 """
 from __future__ import annotations
 
