@@ -27,12 +27,25 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+@contextlib.contextmanager
+def narrow_native() -> Iterator[None]:
+    """The compiled kernels stop at NATIVE_MAX_CHANNELS on every variant (the AVX-512 one runs every width)."""
+    from i2p.sparse.backends import i2p_backend
+
+    saved, i2p_backend.WIDE_NATIVE_ISAS = i2p_backend.WIDE_NATIVE_ISAS, ()
+    try:
+        yield
+    finally:
+        i2p_backend.WIDE_NATIVE_ISAS = saved
 
 
 def _sync(device: str) -> None:
@@ -67,7 +80,9 @@ class Runner:
 
         device = self.cfg["device"]
         x, label = batch["x"].to(device), batch["label"].to(device)
-        ctx = force_impl(self.cfg["impl"]) if self.cfg["impl"] != "auto" else contextlib.nullcontext()
+        impl = self.cfg["impl"]
+        ctx = (contextlib.nullcontext() if impl == "auto" else narrow_native() if impl == "narrow"
+               else force_impl(impl))
         with ctx:
             _sync(device)
             start = time.perf_counter()
@@ -103,8 +118,10 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--impls", nargs="+", default=["auto"], choices=["auto", "native", "loop", "batched"],
-                   help="i2p implementations: auto (what the engine picks), loop = the pure path")
+    p.add_argument("--impls", nargs="+", default=["auto"], choices=["auto", "narrow", "native", "loop", "batched"],
+                   help="i2p implementations: auto (what the engine picks), narrow = auto with the compiled "
+                        "kernels stopping at 128 channels (is the AVX-512 variant's every-width rule right on this "
+                        "CPU?), loop = the pure path")
     p.add_argument("--precisions", nargs="+", default=["32"], choices=list(PRECISIONS))
     p.add_argument("--backends", nargs="+", default=["i2p"], choices=["i2p", "spconv", "torchsparse", "auto"])
     p.add_argument("--device", default="cpu")
