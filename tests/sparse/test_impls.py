@@ -97,7 +97,7 @@ def test_native_conv_is_one_call_per_direction():
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "neon", "generic", None])
 def test_dispatch_by_device_width_and_groups(isa, monkeypatch):
     from i2p.sparse.backends import i2p_backend
-    from i2p.sparse.backends.i2p_backend import NATIVE_MAX_CHANNELS, WIDE_NATIVE_ISAS, choose_impl
+    from i2p.sparse.backends.i2p_backend import NATIVE_MAX_CHANNELS, choose_impl
     real = native.lib()
     if isa is not None and real is None:
         pytest.skip(f"no compiled kernels here ({native.status()})")
@@ -107,7 +107,7 @@ def test_dispatch_by_device_width_and_groups(isa, monkeypatch):
     have = lib is not None
     assert choose_impl(f, torch.zeros(27, 64, 64), 1) == ("native" if have else "loop")
     wide = NATIVE_MAX_CHANNELS * 2
-    wide_native = have and isa in WIDE_NATIVE_ISAS  # AVX-512: the kernels win at every width; else MKL does
+    wide_native = have and isa == "avx512"  # AVX-512: the kernels win at every width; else MKL does
     assert choose_impl(torch.zeros(4, wide), torch.zeros(27, wide, wide), 1) == ("native" if wide_native else "loop")
     assert choose_impl(f, torch.zeros(27, 32, 64), 2) == "loop"
     assert choose_impl(f.double(), torch.zeros(27, 64, 64, dtype=torch.float64), 1) == "loop"
